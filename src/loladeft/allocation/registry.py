@@ -1,0 +1,153 @@
+"""Scheme registry and :func:`solve`, the one entry point every tool uses.
+
+A scheme is a function ``(instance, rng, **options) -> Solution | None`` that returns
+``None`` exactly when no memory-feasible allocation exists. :func:`solve` times it,
+recomputes the latency from the returned assignment and bandwidth (eqs. 7–8), explains
+infeasibility, and wraps everything in an :class:`AllocationResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from loladeft.allocation.memory import memory_infeasibility
+from loladeft.allocation.result import AllocationResult
+from loladeft.exceptions import UnknownSchemeError
+from loladeft.system.instance import Instance
+
+
+class Solution(NamedTuple):
+    """What a scheme function returns when it finds an allocation."""
+
+    assignment: NDArray[np.intp]
+    bandwidth: NDArray[np.float64]
+    iterations: int | None = None
+    extra: dict[str, Any] = {}  # noqa: RUF012 - NamedTuple default, never mutated
+
+
+SchemeFunction = Callable[..., Solution | None]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A registered scheme: where its function lives and what it solves."""
+
+    name: str
+    target: str  # "module:function", imported on first use
+    problem: str  # "P1" (equal bandwidth B/L) or "P2" (joint bandwidth)
+    exact: bool
+    summary: str
+
+    @property
+    def function(self) -> SchemeFunction:
+        module, func = self.target.split(":")
+        return getattr(import_module(f"loladeft.allocation.{module}"), func)
+
+
+SCHEMES: dict[str, Scheme] = {
+    s.name: s
+    for s in (
+        Scheme("jbba", "jbba:solve_jbba", "P2", True,
+               "exact joint bandwidth-and-block allocation (parametric assignment)"),
+        Scheme("jbba-dual", "dual:solve_jbba_dual", "P2", False,
+               "paper's Algorithm 3: dual ascent, CRUNCH-sparsified Hungarian, Lemma 1"),
+        Scheme("ba", "bottleneck:solve_ba", "P1", True,
+               "exact block allocation with equal bandwidth B/L (bottleneck assignment)"),
+        Scheme("crunch", "crunch:solve_crunch", "P1", True,
+               "paper's Algorithm 2 (CRUNCH), monotone instances only"),
+        Scheme("ba-hungarian", "hungarian:solve_ba_hungarian", "P1", True,
+               "paper's conventional method: linear threshold search + Hungarian test"),
+        Scheme("milp", "milp:solve_milp", "P1", True,
+               "P1 as a MILP through scipy.optimize.milp (HiGHS), for verification"),
+        Scheme("comp-aware", "baselines:solve_comp_aware", "P1", False,
+               "fastest devices get the deepest blocks, equal bandwidth"),
+        Scheme("comm-aware", "baselines:solve_comm_aware", "P1", False,
+               "best-channel devices get the deepest blocks, equal bandwidth"),
+        Scheme("random", "baselines:solve_random", "P1", False,
+               "uniformly random memory-feasible assignment, equal bandwidth"),
+    )
+}
+
+
+def get_scheme(name: str) -> Scheme:
+    """Look up a scheme by name, with a helpful error."""
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise UnknownSchemeError(
+            f"scheme: unknown scheme {name!r}; choose one of {', '.join(SCHEMES)}"
+        ) from None
+
+
+def as_instance(instance: Instance | Mapping[str, Any]) -> Instance:
+    """Accept an :class:`Instance` or a mapping with the instance-file keys."""
+    return instance if isinstance(instance, Instance) else Instance.from_mapping(instance)
+
+
+def solve(
+    instance: Instance | Mapping[str, Any],
+    scheme: str = "jbba",
+    *,
+    seed: int | np.random.Generator | None = None,
+    **options: Any,
+) -> AllocationResult:
+    """Allocate the ``L`` blocks (and the uplink bandwidth) of one round.
+
+    Parameters
+    ----------
+    instance
+        An :class:`~loladeft.system.Instance` or a mapping with the instance-file keys
+        (lists or numpy arrays).
+    scheme
+        A name from :data:`SCHEMES` (``loladeft solve --help`` lists them).
+    seed
+        Seed or generator for randomised schemes (``random``); ignored by the others.
+    **options
+        Passed to the scheme function (e.g. ``max_iter`` for ``jbba-dual``).
+
+    Returns
+    -------
+    AllocationResult
+        ``latency`` is recomputed from the returned assignment and bandwidth with eqs.
+        (7)–(8), so it is the true round latency of that allocation.
+
+    Raises
+    ------
+    InvalidInstanceError
+        Malformed instance. UnknownSchemeError: unknown scheme name.
+    UnsupportedInstanceError
+        The scheme does not accept this instance (``crunch`` on a non-monotone one).
+    """
+    spec = get_scheme(scheme)
+    inst = as_instance(instance)
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    solution = spec.function(inst, rng=rng, **options)
+    seconds = time.perf_counter() - start
+    if solution is None:
+        return AllocationResult(
+            scheme=spec.name, feasible=False, latency=float("nan"), assignment=None,
+            bandwidth=None, device_latency=None, solve_seconds=seconds,
+            reason=memory_infeasibility(inst) or "no memory-feasible allocation",
+        )
+    assignment = np.asarray(solution.assignment, dtype=np.intp)
+    bandwidth = np.asarray(solution.bandwidth, dtype=float)
+    device_latency = inst.device_latency(assignment, bandwidth)
+    return AllocationResult(
+        scheme=spec.name,
+        feasible=True,
+        latency=float(device_latency.max()),
+        assignment=assignment,
+        bandwidth=bandwidth,
+        device_latency=device_latency,
+        solve_seconds=seconds,
+        iterations=solution.iterations,
+        extra=dict(solution.extra),
+    )

@@ -1,0 +1,1 @@
+"""The ``loladeft`` command line. One module per command, registered in :mod:`.app`."""

@@ -1,0 +1,88 @@
+"""``loladeft solve``: allocate blocks and bandwidth for instance files."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from loladeft.allocation.registry import SCHEMES, get_scheme, solve as solve_instance
+from loladeft.allocation.result import AllocationResult
+from loladeft.cli._common import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, fail
+from loladeft.exceptions import LoladeftError
+from loladeft.system.instance import Instance
+
+_SCHEME_HELP = "Scheme: " + ", ".join(f"{n} ({s.problem})" for n, s in SCHEMES.items()) + "."
+
+
+def solve(
+    files: Annotated[list[Path], typer.Argument(help="Instance JSON files.", show_default=False)],
+    scheme: Annotated[str, typer.Option("--scheme", "-s", help=_SCHEME_HELP)] = "jbba",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per file (JSON Lines).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of randomised schemes (random).")] = 0,
+) -> None:
+    """Solve instance files: which device computes which block, and with how much bandwidth.
+
+    Exit code: 2 if any file is malformed, else 3 if any is infeasible, else 0.
+    """
+    try:
+        get_scheme(scheme)
+    except LoladeftError as exc:
+        fail(str(exc))
+    worst = EXIT_OK
+    for path in files:
+        try:
+            result = solve_instance(Instance.from_json(path), scheme, seed=seed)
+        except LoladeftError as exc:
+            sys.stderr.write(f"loladeft: {path}: {exc}\n")
+            if as_json:
+                _print_json({"file": str(path), "scheme": scheme, "error": str(exc)})
+            worst = EXIT_BAD_INPUT
+            continue
+        if not result.feasible and worst == EXIT_OK:
+            worst = EXIT_INFEASIBLE
+        if as_json:
+            _print_json({"file": str(path), **result.to_dict()})
+        else:
+            _print_table(path, result)
+    raise typer.Exit(worst)
+
+
+def _print_json(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record, allow_nan=False, default=_nan_to_none) + "\n")
+    sys.stdout.flush()
+
+
+def _nan_to_none(value: Any) -> Any:  # pragma: no cover - numpy scalars only
+    return None if isinstance(value, float) and math.isnan(value) else float(value)
+
+
+def _print_table(path: Path, result: AllocationResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not result.feasible:
+        console.print(f"[bold]{path}[/]  {result.scheme}: [red]infeasible[/] — {result.reason}")
+        return
+    assert result.assignment is not None and result.bandwidth is not None
+    assert result.device_latency is not None
+    title = (
+        f"{path}  ·  {result.scheme}  ·  latency {result.latency:.6g} s  ·  "
+        f"{result.solve_seconds * 1e3:.2f} ms"
+    )
+    table = Table(title=title, title_justify="left")
+    for col in ("depth", "device", "bandwidth (MHz)", "device latency (s)"):
+        table.add_column(col, justify="right")
+    for depth, k in enumerate(result.assignment, start=1):
+        table.add_row(
+            str(depth), str(k), f"{result.bandwidth[k] / 1e6:.4g}",
+            f"{result.device_latency[k]:.6g}",
+        )
+    console.print(table)

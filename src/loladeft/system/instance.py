@@ -1,0 +1,282 @@
+"""One round's scheduling instance, and the allocation constraints C1–C3 (paper Sec. III).
+
+The JSON instance file is the contract shared by every loladeft tool::
+
+    {
+      "J":                   K lists of L numbers,  # s; J[k][l], depth order (eq. 3)
+      "block_memory":        L numbers,             # b(l), same unit as device_memory
+      "device_memory":       K numbers,             # available memory b̂_k of device k
+      "spectral_efficiency": K numbers,             # r_k > 0, bit/s/Hz (eq. 4)
+      "block_bits":          number,                # S > 0, bits uploaded per block
+      "bandwidth":           number                 # B > 0, Hz
+    }
+
+Other keys are allowed and ignored (device names, comments...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from loladeft.exceptions import InvalidInstanceError
+from loladeft.system.latency import device_latency, upload_latency
+
+FIELDS = ("J", "block_memory", "device_memory", "spectral_efficiency", "block_bits", "bandwidth")
+
+
+def _array(name: str, value: Any, ndim: int) -> NDArray[np.float64]:
+    """Coerce ``value`` to a read-only float array of ``ndim`` dimensions."""
+    if isinstance(value, np.ndarray) and value.dtype == np.float64:
+        arr = value.view()
+    else:
+        if isinstance(value, (str, bytes, Mapping)) or value is None:
+            raise InvalidInstanceError(name, f"must be a list of numbers, got {_kind(value)}")
+        try:
+            arr = np.array(value, dtype=float)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInstanceError(name, _coerce_problem(value, ndim, exc)) from None
+        if isinstance(value, list) and _has_bool(value):
+            raise InvalidInstanceError(name, "must hold numbers, found a boolean")
+    if arr.ndim != ndim:
+        shape = "a list of numbers" if ndim == 1 else "a list of equal-length lists of numbers"
+        raise InvalidInstanceError(name, f"must be {shape} (got {arr.ndim} dimension(s))")
+    if arr.size == 0:
+        raise InvalidInstanceError(name, "is empty")
+    arr.flags.writeable = False
+    return arr
+
+
+def _has_bool(value: list[Any]) -> bool:
+    first = value[0] if value else None
+    if isinstance(first, list):
+        return any(_has_bool(row) for row in value if isinstance(row, list))
+    return any(isinstance(v, bool) for v in value)
+
+
+def _coerce_problem(value: Any, ndim: int, exc: Exception) -> str:
+    if ndim == 2 and isinstance(value, list):
+        lengths = {len(row) if isinstance(row, (list, tuple)) else -1 for row in value}
+        if -1 in lengths:
+            return "must be a list of lists of numbers"
+        if len(lengths) > 1:
+            return f"is ragged: rows have lengths {sorted(lengths)}"
+    return "must hold only numbers"
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInstanceError(name, f"must be a number, got {_kind(value)}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise InvalidInstanceError(name, f"must be finite, got {x}")
+    if x <= 0:
+        raise InvalidInstanceError(name, f"must be > 0, got {x:g}")
+    return x
+
+
+def _first_bad(arr: NDArray[np.float64], ok: NDArray[np.bool_]) -> str:
+    idx = np.unravel_index(int(np.argmin(ok)), arr.shape)
+    where = "".join(f"[{i}]" for i in idx)
+    return f"{where} = {arr[idx]!r}"
+
+
+def _require(name: str, arr: NDArray[np.float64], *, positive: bool) -> None:
+    finite = np.isfinite(arr)
+    if not finite.all():
+        raise InvalidInstanceError(name, f"must be finite, found {_first_bad(arr, finite)}")
+    ok = arr > 0 if positive else arr >= 0
+    if not ok.all():
+        bound = "> 0" if positive else ">= 0"
+        raise InvalidInstanceError(name, f"must be {bound}, found {_first_bad(arr, ok)}")
+
+
+@dataclass(frozen=True, eq=False)
+class Instance:
+    """A block-allocation instance: problems P1 (equal bandwidth) and P2 (joint bandwidth).
+
+    Parameters
+    ----------
+    J
+        ``(K, L)`` computation latency (s) of device ``k`` for block ``l`` (eq. 3), depth
+        order: column 0 is block ``l = 1``, nearest the output.
+    block_memory
+        Length-``L`` memory ``b(l)`` needed to compute block ``l``'s gradient.
+    device_memory
+        Length-``K`` available memory ``b̂_k`` of each device (same unit as ``block_memory``).
+    spectral_efficiency
+        Length-``K`` uplink spectral efficiency ``r_k > 0`` in bit/s/Hz (eq. 4).
+    block_bits
+        ``S > 0``, bits uploaded per block (eq. 5).
+    bandwidth
+        ``B > 0``, total uplink bandwidth in Hz.
+
+    Raises
+    ------
+    InvalidInstanceError
+        If a field is malformed (wrong shape, NaN/inf, negative, ``L > K``...). The error
+        names the field.
+
+    Notes
+    -----
+    Arrays are stored read-only. ``is_monotone`` tells whether every row of ``J`` and
+    ``block_memory`` are non-decreasing in depth, the paper's setting (Sec. IV-B), where the
+    fast depth-aware methods apply.
+    """
+
+    J: NDArray[np.float64]
+    block_memory: NDArray[np.float64]
+    device_memory: NDArray[np.float64]
+    spectral_efficiency: NDArray[np.float64]
+    block_bits: float
+    bandwidth: float
+    is_monotone: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        J = _array("J", self.J, 2)
+        K, L = J.shape
+        b = _array("block_memory", self.block_memory, 1)
+        mem = _array("device_memory", self.device_memory, 1)
+        r = _array("spectral_efficiency", self.spectral_efficiency, 1)
+        if b.size != L:
+            raise InvalidInstanceError("block_memory", f"has {b.size} entries, J has L = {L}")
+        for name, arr in (("device_memory", mem), ("spectral_efficiency", r)):
+            if arr.size != K:
+                raise InvalidInstanceError(name, f"has {arr.size} entries, J has K = {K} rows")
+        if L > K:
+            raise InvalidInstanceError("J", f"has L = {L} blocks but only K = {K} devices (L > K)")
+        # One comparison pass decides monotonicity; a monotone row is finite and
+        # non-negative iff its first entry is >= 0 and its last is finite.
+        rows_monotone = bool((J[:, 1:] >= J[:, :-1]).all())
+        if rows_monotone:
+            _require("J", J[:, :1], positive=False)
+            _require("J", J[:, -1:], positive=False)
+        else:
+            _require("J", J, positive=False)
+        _require("block_memory", b, positive=False)
+        _require("device_memory", mem, positive=False)
+        _require("spectral_efficiency", r, positive=True)
+        set_ = object.__setattr__
+        set_(self, "J", J)
+        set_(self, "block_memory", b)
+        set_(self, "device_memory", mem)
+        set_(self, "spectral_efficiency", r)
+        set_(self, "block_bits", _number("block_bits", self.block_bits))
+        set_(self, "bandwidth", _number("bandwidth", self.bandwidth))
+        set_(self, "is_monotone", rows_monotone and bool((b[1:] >= b[:-1]).all()))
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Instance:
+        """Build an instance from a mapping with the instance-file keys (extra keys ignored)."""
+        if not isinstance(data, Mapping):
+            raise InvalidInstanceError("instance", f"must be a JSON object, got {_kind(data)}")
+        missing = [k for k in FIELDS if k not in data]
+        if missing:
+            raise InvalidInstanceError(missing[0], "missing key")
+        return cls(**{k: data[k] for k in FIELDS})
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Instance:
+        """Read an instance file (see the module docstring)."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInstanceError("file", f"cannot read {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInstanceError(
+                "file", f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            ) from None
+        return cls.from_mapping(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The instance-file form (plain lists), the inverse of :meth:`from_mapping`."""
+        return {
+            "J": self.J.tolist(),
+            "block_memory": self.block_memory.tolist(),
+            "device_memory": self.device_memory.tolist(),
+            "spectral_efficiency": self.spectral_efficiency.tolist(),
+            "block_bits": self.block_bits,
+            "bandwidth": self.bandwidth,
+        }
+
+    # -- derived quantities ---------------------------------------------------------------
+
+    @property
+    def num_devices(self) -> int:
+        """``K``."""
+        return self.J.shape[0]
+
+    @property
+    def num_blocks(self) -> int:
+        """``L``."""
+        return self.J.shape[1]
+
+    @cached_property
+    def memory_ok(self) -> NDArray[np.bool_]:
+        """``(K, L)`` mask of C3: device ``k`` can hold block ``l``, ``b(l) <= b̂_k``."""
+        return self.block_memory[None, :] <= self.device_memory[:, None]
+
+    def equal_bandwidth(self) -> float:
+        """Per-device bandwidth ``B / L`` of the equal split used by P1."""
+        return self.bandwidth / self.num_blocks
+
+    def latency_matrix(self) -> NDArray[np.float64]:
+        """``T[k, l] = J[k, l] + S / ((B/L) r_k)`` under equal bandwidth (problem P1).
+
+        The communication term is computed exactly as :func:`device_latency` recomputes it,
+        so an allocation's latency equals one entry of this matrix bit for bit.
+        """
+        comm = upload_latency(self.block_bits, self.equal_bandwidth(), self.spectral_efficiency)
+        return self.J + comm[:, None]
+
+    def device_latency(self, assignment: ArrayLike, bandwidth: ArrayLike) -> NDArray[np.float64]:
+        """Per-device latency (eq. 7) of an allocation on this instance."""
+        return device_latency(
+            self.J, self.spectral_efficiency, self.block_bits, assignment, bandwidth
+        )
+
+
+def check_allocation(
+    instance: Instance, assignment: ArrayLike, bandwidth: ArrayLike, *, rtol: float = 1e-9
+) -> None:
+    """Raise ``ValueError`` unless an allocation satisfies C1–C3 and the bandwidth budget.
+
+    C1: every block is computed by exactly one device (``assignment`` has ``L`` valid
+    device indices). C2: no device computes two blocks. C3: ``b(l) <= b̂_k`` for every pair.
+    Bandwidth: ``B_k > 0`` for used devices, ``B_k >= 0`` and ``sum B_k <= B (1 + rtol)``.
+    """
+    K, L = instance.num_devices, instance.num_blocks
+    a = np.asarray(assignment)
+    bw = np.asarray(bandwidth, dtype=float)
+    if a.shape != (L,) or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"C1: assignment must be {L} device indices, got shape {a.shape}")
+    if a.min() < 0 or a.max() >= K:
+        raise ValueError(f"C1: assignment has a device index outside 0..{K - 1}")
+    if np.unique(a).size != L:
+        raise ValueError("C2: a device computes more than one block")
+    short = instance.block_memory > instance.device_memory[a]
+    if short.any():
+        l = int(np.argmax(short))
+        raise ValueError(f"C3: device {a[l]} cannot hold block of depth {l + 1}")
+    if bw.shape != (K,) or not np.isfinite(bw).all() or (bw < 0).any():
+        raise ValueError(f"bandwidth must be {K} finite non-negative numbers")
+    if (bw[a] <= 0).any():
+        raise ValueError("bandwidth: a scheduled device has no bandwidth")
+    if bw.sum() > instance.bandwidth * (1 + rtol):
+        raise ValueError(f"bandwidth: sum {bw.sum():.6g} exceeds the budget {instance.bandwidth:.6g}")
