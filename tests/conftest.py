@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from reference import brute_force_p1, brute_force_p2
 
 from loladeft.allocation.registry import solve
 from loladeft.system.instance import Instance
+from reference import brute_force_p1, brute_force_p2
 
 KINDS = ("monotone", "nonmonotone", "ties", "ties-monotone", "infeasible", "square")
 SEEDS_PER_KIND = 20
@@ -157,8 +157,9 @@ class Case:
         return f"Case({self.id}, data={self.data})"
 
 
-CASES = [Case(kind, seed, make_instance(kind, seed)) for kind in KINDS
-         for seed in range(SEEDS_PER_KIND)]
+CASES = [
+    Case(kind, seed, make_instance(kind, seed)) for kind in KINDS for seed in range(SEEDS_PER_KIND)
+]
 
 _SELECTIONS = {
     "case": lambda c: True,

@@ -44,7 +44,7 @@ def feasible_maps(data: Mapping[str, Any]) -> np.ndarray:
     maps = [
         p
         for p in itertools.permutations(range(K), L)
-        if all(b[l] <= mem[k] for l, k in enumerate(p))
+        if all(b[i] <= mem[k] for i, k in enumerate(p))
     ]
     return np.array(maps, dtype=np.intp).reshape(len(maps), L)
 
@@ -53,7 +53,7 @@ def p1_latency_of(data: Mapping[str, Any], assignment: Sequence[int]) -> float:
     """Round latency of one map under equal bandwidth ``B/L``."""
     J, _, _, r, S, B = _fields(data)
     L = J.shape[1]
-    return max(J[k, l] + S / ((B / L) * r[k]) for l, k in enumerate(assignment))
+    return max(J[k, i] + S / ((B / L) * r[k]) for i, k in enumerate(assignment))
 
 
 def brute_force_p1(data: Mapping[str, Any]) -> float | None:
@@ -78,8 +78,8 @@ def p2_bandwidth_of(data: Mapping[str, Any], assignment: Sequence[int]) -> np.nd
     J, _, _, r, S, _ = _fields(data)
     T = p2_latency_of(data, assignment)
     bw = np.zeros(J.shape[0])
-    for l, k in enumerate(assignment):
-        bw[k] = S / (r[k] * (T - J[k, l]))
+    for i, k in enumerate(assignment):
+        bw[k] = S / (r[k] * (T - J[k, i]))
     return bw
 
 
@@ -123,8 +123,8 @@ def recompute_latency(
     """Round latency (eq. 8) and per-device latency (eq. 7) of an allocation, from scratch."""
     J, _, _, r, S, _ = _fields(data)
     per_device = np.zeros(J.shape[0])
-    for l, k in enumerate(assignment):
-        per_device[k] = J[k, l] + S / (bandwidth[k] * r[k])
+    for i, k in enumerate(assignment):
+        per_device[k] = J[k, i] + S / (bandwidth[k] * r[k])
     latency = max(per_device[k] for k in assignment)
     return float(latency), per_device
 

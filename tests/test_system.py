@@ -152,8 +152,12 @@ MALFORMED = {
     "J-null": (_with(J=None), "J"),
     "J-dict": (_with(J={"a": 1}), "J"),
     "L-greater-than-K": (
-        _with(J=[[1.0, 2.0, 3.0]] * 2, block_memory=[1, 1, 1], device_memory=[2, 2],
-              spectral_efficiency=[1, 1]),
+        _with(
+            J=[[1.0, 2.0, 3.0]] * 2,
+            block_memory=[1, 1, 1],
+            device_memory=[2, 2],
+            spectral_efficiency=[1, 1],
+        ),
         "J",
     ),
     # block_memory
