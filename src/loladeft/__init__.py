@@ -13,8 +13,9 @@ Layout (dependencies point downward)::
 >>> inst = {"J": [[1.0, 2.0], [1.5, 3.0], [2.0, 2.5]], "block_memory": [1.0, 2.0],
 ...         "device_memory": [2.0, 1.0, 2.0], "spectral_efficiency": [1.0, 1.0, 1.0],
 ...         "block_bits": 1e6, "bandwidth": 2e6}
->>> loladeft.solve(inst, scheme="ba").latency
-3.5
+>>> result = loladeft.solve(inst, scheme="ba")
+>>> result.latency, result.assignment.tolist()
+(3.0, [1, 0])
 """
 
 from loladeft.allocation import SCHEMES, AllocationResult, solve

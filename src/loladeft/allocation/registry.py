@@ -12,25 +12,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from loladeft.allocation.memory import memory_infeasibility
-from loladeft.allocation.result import AllocationResult
+from loladeft.allocation.result import AllocationResult, Solution
 from loladeft.exceptions import UnknownSchemeError
 from loladeft.system.instance import Instance
-
-
-class Solution(NamedTuple):
-    """What a scheme function returns when it finds an allocation."""
-
-    assignment: NDArray[np.intp]
-    bandwidth: NDArray[np.float64]
-    iterations: int | None = None
-    extra: dict[str, Any] = {}  # noqa: RUF012 - NamedTuple default, never mutated
-
 
 SchemeFunction = Callable[..., Solution | None]
 
@@ -54,24 +43,69 @@ class Scheme:
 SCHEMES: dict[str, Scheme] = {
     s.name: s
     for s in (
-        Scheme("jbba", "jbba:solve_jbba", "P2", True,
-               "exact joint bandwidth-and-block allocation (parametric assignment)"),
-        Scheme("jbba-dual", "dual:solve_jbba_dual", "P2", False,
-               "paper's Algorithm 3: dual ascent, CRUNCH-sparsified Hungarian, Lemma 1"),
-        Scheme("ba", "bottleneck:solve_ba", "P1", True,
-               "exact block allocation with equal bandwidth B/L (bottleneck assignment)"),
-        Scheme("crunch", "crunch:solve_crunch", "P1", True,
-               "paper's Algorithm 2 (CRUNCH), monotone instances only"),
-        Scheme("ba-hungarian", "hungarian:solve_ba_hungarian", "P1", True,
-               "paper's conventional method: linear threshold search + Hungarian test"),
-        Scheme("milp", "milp:solve_milp", "P1", True,
-               "P1 as a MILP through scipy.optimize.milp (HiGHS), for verification"),
-        Scheme("comp-aware", "baselines:solve_comp_aware", "P1", False,
-               "fastest devices get the deepest blocks, equal bandwidth"),
-        Scheme("comm-aware", "baselines:solve_comm_aware", "P1", False,
-               "best-channel devices get the deepest blocks, equal bandwidth"),
-        Scheme("random", "baselines:solve_random", "P1", False,
-               "uniformly random memory-feasible assignment, equal bandwidth"),
+        Scheme(
+            "jbba",
+            "jbba:solve_jbba",
+            "P2",
+            True,
+            "exact joint bandwidth-and-block allocation (parametric assignment)",
+        ),
+        Scheme(
+            "jbba-dual",
+            "dual:solve_jbba_dual",
+            "P2",
+            False,
+            "paper's Algorithm 3: dual ascent, CRUNCH-sparsified Hungarian, Lemma 1",
+        ),
+        Scheme(
+            "ba",
+            "bottleneck:solve_ba",
+            "P1",
+            True,
+            "exact block allocation with equal bandwidth B/L (bottleneck assignment)",
+        ),
+        Scheme(
+            "crunch",
+            "crunch:solve_crunch",
+            "P1",
+            True,
+            "paper's Algorithm 2 (CRUNCH), monotone instances only",
+        ),
+        Scheme(
+            "ba-hungarian",
+            "hungarian:solve_ba_hungarian",
+            "P1",
+            True,
+            "paper's conventional method: linear threshold search + Hungarian test",
+        ),
+        Scheme(
+            "milp",
+            "milp:solve_milp",
+            "P1",
+            True,
+            "P1 as a MILP through scipy.optimize.milp (HiGHS), for verification",
+        ),
+        Scheme(
+            "comp-aware",
+            "baselines:solve_comp_aware",
+            "P1",
+            False,
+            "fastest devices get the deepest blocks, equal bandwidth",
+        ),
+        Scheme(
+            "comm-aware",
+            "baselines:solve_comm_aware",
+            "P1",
+            False,
+            "best-channel devices get the deepest blocks, equal bandwidth",
+        ),
+        Scheme(
+            "random",
+            "baselines:solve_random",
+            "P1",
+            False,
+            "uniformly random memory-feasible assignment, equal bandwidth",
+        ),
     )
 }
 
@@ -133,8 +167,13 @@ def solve(
     seconds = time.perf_counter() - start
     if solution is None:
         return AllocationResult(
-            scheme=spec.name, feasible=False, latency=float("nan"), assignment=None,
-            bandwidth=None, device_latency=None, solve_seconds=seconds,
+            scheme=spec.name,
+            feasible=False,
+            latency=float("nan"),
+            assignment=None,
+            bandwidth=None,
+            device_latency=None,
+            solve_seconds=seconds,
             reason=memory_infeasibility(inst) or "no memory-feasible allocation",
         )
     assignment = np.asarray(solution.assignment, dtype=np.intp)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
+
+from loladeft.system.instance import Instance
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,3 +76,20 @@ class AllocationResult:
             out["reason"] = self.reason
         out.update(self.extra)
         return out
+
+
+class Solution(NamedTuple):
+    """What a scheme function returns when it finds an allocation (``None`` when none
+    exists); :func:`~loladeft.allocation.solve` turns it into an :class:`AllocationResult`."""
+
+    assignment: NDArray[np.intp]
+    bandwidth: NDArray[np.float64]
+    iterations: int | None = None
+    extra: dict[str, Any] = {}  # noqa: RUF012 - NamedTuple default, never mutated
+
+
+def equal_split(instance: Instance, assignment: NDArray[np.intp], **kwargs: Any) -> Solution:
+    """Problem P1's bandwidth: ``B/L`` to each scheduled device, 0 to the others."""
+    bandwidth = np.zeros(instance.num_devices)
+    bandwidth[assignment] = instance.equal_bandwidth()
+    return Solution(np.asarray(assignment, dtype=np.intp), bandwidth, **kwargs)

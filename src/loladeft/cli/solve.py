@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from loladeft.allocation.registry import SCHEMES, get_scheme, solve as solve_instance
+from loladeft.allocation.registry import SCHEMES, get_scheme
+from loladeft.allocation.registry import solve as solve_instance
 from loladeft.allocation.result import AllocationResult
 from loladeft.cli._common import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, fail
 from loladeft.exceptions import LoladeftError
@@ -82,7 +83,9 @@ def _print_table(path: Path, result: AllocationResult) -> None:
         table.add_column(col, justify="right")
     for depth, k in enumerate(result.assignment, start=1):
         table.add_row(
-            str(depth), str(k), f"{result.bandwidth[k] / 1e6:.4g}",
+            str(depth),
+            str(k),
+            f"{result.bandwidth[k] / 1e6:.4g}",
             f"{result.device_latency[k]:.6g}",
         )
     console.print(table)

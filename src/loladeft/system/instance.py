@@ -279,4 +279,6 @@ def check_allocation(
     if (bw[a] <= 0).any():
         raise ValueError("bandwidth: a scheduled device has no bandwidth")
     if bw.sum() > instance.bandwidth * (1 + rtol):
-        raise ValueError(f"bandwidth: sum {bw.sum():.6g} exceeds the budget {instance.bandwidth:.6g}")
+        raise ValueError(
+            f"bandwidth: sum {bw.sum():.6g} exceeds the budget {instance.bandwidth:.6g}"
+        )
