@@ -1,0 +1,165 @@
+"""Invariants of every scheme's result, on the seeded cases and on hypothesis-drawn instances.
+
+For every feasible result: C1–C3 and the bandwidth budget hold (``check_allocation`` and an
+independent re-check), unused devices get no bandwidth and latency 0, and ``latency`` is the
+round latency recomputed from scratch from the returned assignment and bandwidth. P1 schemes
+give every scheduled device exactly ``B/L``; for ``ba`` and ``crunch`` the latency is an
+entry of ``instance.latency_matrix()``, bit for bit.
+
+The hypothesis tests repeat the brute-force agreement of ``test_allocation_exact`` on drawn
+instances (small shapes, many ties, memory walls).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loladeft.allocation.registry import SCHEMES, solve
+from loladeft.system.instance import Instance, check_allocation
+from reference import brute_force_p1, brute_force_p2, recompute_latency
+
+ALL_SCHEMES = tuple(SCHEMES)
+P1_SCHEMES = tuple(n for n, s in SCHEMES.items() if s.problem == "P1")
+BUDGET_RTOL = 1e-9
+
+
+def assert_invariants(data, instance: Instance, result) -> None:
+    """Every documented property of a feasible result, recomputed independently."""
+    K, L = instance.num_devices, instance.num_blocks
+    assert result.feasible is True
+    a = np.asarray(result.assignment)
+    bw = np.asarray(result.bandwidth, dtype=float)
+    dl = np.asarray(result.device_latency, dtype=float)
+    check_allocation(instance, a, bw, rtol=BUDGET_RTOL)
+    # independent re-check of C1-C3 and the budget
+    assert a.shape == (L,) and np.issubdtype(a.dtype, np.integer)
+    assert len(set(a.tolist())) == L and a.min() >= 0 and a.max() < K
+    b, mem = data["block_memory"], data["device_memory"]
+    assert all(b[i] <= mem[k] for i, k in enumerate(a.tolist()))
+    assert bw.shape == (K,) and dl.shape == (K,)
+    assert np.isfinite(bw).all() and (bw >= 0).all() and (bw[a] > 0).all()
+    assert bw.sum() <= data["bandwidth"] * (1 + BUDGET_RTOL)
+    unused = np.setdiff1d(np.arange(K), a)
+    assert (bw[unused] == 0).all() and (dl[unused] == 0).all()
+    # latency recomputed from scratch (eqs. 7-8)
+    latency, per_device = recompute_latency(data, a.tolist(), bw.tolist())
+    np.testing.assert_allclose(dl, per_device, rtol=1e-12, atol=0)
+    assert math.isclose(result.latency, latency, rel_tol=1e-12)
+    assert result.latency == dl.max()
+    assert result.solve_seconds >= 0
+    record = result.to_dict()
+    assert record["assignment"] == a.tolist() and record["latency"] == result.latency
+    if SCHEMES[result.scheme].problem == "P1":
+        np.testing.assert_allclose(bw[a], data["bandwidth"] / L, rtol=1e-12)
+    if result.scheme in ("ba", "crunch"):
+        T = instance.latency_matrix()
+        assert result.latency == T[a, np.arange(L)].max()
+        assert result.latency in T
+
+
+@pytest.mark.parametrize("scheme", ALL_SCHEMES)
+def test_invariants_on_seeded_cases(feasible_case, scheme):
+    case = feasible_case
+    if scheme == "crunch" and not case.instance.is_monotone:
+        pytest.skip("crunch refuses non-monotone instances")
+    result = case.result(scheme)
+    assert result.feasible, f"{case}: {scheme} says infeasible"
+    assert_invariants(case.data, case.instance, result)
+
+
+def test_p1_schemes_never_beat_ba(feasible_case):
+    """``ba`` is optimal for P1, so no P1 scheme (exact or heuristic) can beat it."""
+    case = feasible_case
+    ba = case.result("ba").latency
+    for scheme in P1_SCHEMES:
+        if scheme == "crunch" and not case.instance.is_monotone:
+            continue
+        assert case.result(scheme).latency >= ba * (1 - 1e-12), f"{case}: {scheme}"
+
+
+# -- hypothesis ------------------------------------------------------------------------------
+
+VALUES = st.one_of(
+    st.integers(0, 4).map(float),  # ties
+    st.floats(0.0, 10.0, allow_nan=False, allow_infinity=False),
+)
+
+
+@st.composite
+def instances(draw, monotone: bool | None = None):
+    """Instance-file mappings with ``L <= 4 <= K <= 6`` (many ties, some memory walls)."""
+    L = draw(st.integers(1, 4))
+    K = draw(st.integers(L, 6))
+    J = [[draw(VALUES) for _ in range(L)] for _ in range(K)]
+    b = [float(draw(st.integers(0, 3))) for _ in range(L)]
+    if monotone is None:
+        monotone = draw(st.booleans())
+    if monotone:
+        J = [sorted(row) for row in J]
+        b = sorted(b)
+    return {
+        "J": J,
+        "block_memory": b,
+        "device_memory": [float(draw(st.integers(0, 4))) for _ in range(K)],
+        "spectral_efficiency": [draw(st.sampled_from([0.5, 1.0, 2.0, 3.7])) for _ in range(K)],
+        "block_bits": draw(st.sampled_from([1.0, 1e6, 3.3e6])),
+        "bandwidth": draw(st.sampled_from([1.0, 1e6, 2.5e6, 1e7])),
+    }
+
+
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,  # reproducible: the same examples on every run
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@SETTINGS
+@given(instances())
+def test_hypothesis_p1_exact_schemes_match_brute_force(data):
+    inst = Instance.from_mapping(data)
+    optimum = brute_force_p1(data)
+    schemes = ["ba", "milp", "ba-hungarian"] + (["crunch"] if inst.is_monotone else [])
+    for scheme in schemes:
+        result = solve(inst, scheme)
+        assert result.feasible is (optimum is not None), scheme
+        if optimum is not None:
+            assert math.isclose(result.latency, optimum, rel_tol=1e-12), scheme
+            assert_invariants(data, inst, result)
+        else:
+            assert "depth" in result.reason
+
+
+@SETTINGS
+@given(instances())
+def test_hypothesis_jbba_matches_brute_force(data):
+    inst = Instance.from_mapping(data)
+    optimum = brute_force_p2(data)
+    result = solve(inst, "jbba")
+    assert result.feasible is (optimum is not None)
+    if optimum is None:
+        return
+    assert math.isclose(result.latency, optimum, rel_tol=1e-9)
+    assert_invariants(data, inst, result)
+    assert result.latency <= solve(inst, "ba").latency * (1 + 1e-9)
+    dual = solve(inst, "jbba-dual")
+    assert_invariants(data, inst, dual)
+    assert result.latency <= dual.latency * (1 + 1e-9)
+
+
+@SETTINGS
+@given(instances(), st.sampled_from(["comp-aware", "comm-aware", "random"]))
+def test_hypothesis_heuristics_valid_and_not_better_than_ba(data, scheme):
+    inst = Instance.from_mapping(data)
+    optimum = brute_force_p1(data)
+    result = solve(inst, scheme, seed=7)
+    assert result.feasible is (optimum is not None)
+    if optimum is not None:
+        assert_invariants(data, inst, result)
+        assert result.latency >= optimum * (1 - 1e-12)
