@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from loladeft.cli import solve
+from loladeft.cli import simulate, solve
 
 app = typer.Typer(
     name="loladeft",
@@ -27,6 +27,7 @@ def _root() -> None:
 
 
 app.command("solve")(solve.solve)
+app.command("simulate")(simulate.simulate)
 
 
 def main() -> None:

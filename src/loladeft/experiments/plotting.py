@@ -1,0 +1,65 @@
+"""Plots of the latency sweeps (matplotlib, Agg backend, imported lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from loladeft.experiments.runner import PointResult
+from loladeft.experiments.sweeps import Experiment
+
+#: Display names and styles, one per scheme; baselines dashed, paper's schemes solid.
+STYLE: dict[str, dict[str, str]] = {
+    "comm-aware": {"label": "Comm-aware DEFT", "color": "tab:gray", "ls": "--", "marker": "v"},
+    "comp-aware": {"label": "Comp-aware DEFT", "color": "tab:brown", "ls": "--", "marker": "^"},
+    "random": {"label": "Random", "color": "tab:olive", "ls": ":", "marker": "x"},
+    "ba": {"label": "BA for DEFT", "color": "tab:blue", "ls": "-", "marker": "o"},
+    "jbba-dual": {"label": "JBBA (dual ascent, Alg. 3)", "color": "tab:orange", "ls": "-.",
+                  "marker": "s"},
+    "jbba": {"label": "JBBA (exact)", "color": "tab:red", "ls": "-", "marker": "D"},
+}
+
+
+def plot_experiment(
+    experiment: Experiment, points: list[PointResult], out_dir: Path, subtitle: str = ""
+) -> list[Path]:
+    """Mean round latency with a 95% confidence band, one line per scheme.
+
+    Writes ``<name>.png`` (150 dpi) and ``<name>.pdf`` into ``out_dir``; returns the paths.
+    The y axis is logarithmic when the means span more than a factor of 10.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = np.array([p.x for p in points])
+    stats = [p.stats() for p in points]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    lows, highs = [], []
+    for s, name in enumerate(points[0].schemes):
+        mean = np.array([st[s].mean_latency_s for st in stats])
+        ci = np.nan_to_num(np.array([st[s].ci95_s for st in stats]))
+        style = STYLE.get(name, {"label": name})
+        line = ax.plot(xs, mean, label=style["label"], color=style.get("color"),
+                       linestyle=style.get("ls", "-"), marker=style.get("marker"),
+                       markersize=4, linewidth=1.5)[0]
+        ax.fill_between(xs, mean - ci, mean + ci, color=line.get_color(), alpha=0.2,
+                        linewidth=0)
+        lows.append(np.nanmin(mean))
+        highs.append(np.nanmax(mean))
+    if np.isfinite(lows).any() and np.nanmax(highs) > 10 * np.nanmin(lows):
+        ax.set_yscale("log")
+    ax.set_xlabel(experiment.label)
+    ax.set_ylabel("Average round latency (s)")
+    ax.set_title(experiment.title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, title="mean ± 95% CI", title_fontsize=8)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = out_dir / f"{experiment.name}.{ext}"
+        fig.savefig(path, dpi=150)
+        paths.append(path)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,220 @@
+"""Monte-Carlo evaluation of the schemes over the sweeps (paper Figs. 5, 6, 8).
+
+Every round of a point is solved by every scheme on the *same* instance (common random
+numbers), so per-round comparisons such as ``jbba <= ba`` hold round by round and the
+differences between schemes have little Monte-Carlo noise.
+
+Seeds: point ``i`` of experiment ``e`` draws its rounds from
+``SeedSequence(seed, spawn_key=(e.key, i))`` (and the ``random`` scheme from a child of
+it), so a point's numbers do not depend on the other points, on the number of worker
+processes or on the order in which they finish.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from loladeft.allocation.registry import solve
+from loladeft.experiments.sweeps import Experiment
+from loladeft.system.scenario import Scenario
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+@dataclass(frozen=True, eq=False)
+class PointResult:
+    """All rounds of one x value of one experiment.
+
+    Attributes
+    ----------
+    experiment, index, x
+        Which point.
+    schemes
+        Scheme names, the row order of the arrays.
+    latency
+        ``(S, R)`` round latency (eq. 8) per scheme and round; ``nan`` where the scheme
+        found no memory-feasible allocation.
+    compute_share
+        ``(S, R)`` computation share ``J[k, l] / T`` of the device that sets the round
+        latency (the rest is upload); ``nan`` where infeasible.
+    solve_seconds
+        Length-``S`` total solver time per scheme over the ``R`` rounds.
+    memory_wall
+        Length-``S`` count of rounds in which a memory-blind version of the scheme would
+        have hit the memory wall (``extra["memory_wall"]`` of comp-aware / comm-aware;
+        0 for schemes that do not report it).
+    """
+
+    experiment: str
+    index: int
+    x: float
+    schemes: tuple[str, ...]
+    latency: NDArray[np.float64]
+    compute_share: NDArray[np.float64]
+    solve_seconds: NDArray[np.float64]
+    memory_wall: NDArray[np.int64]
+    wall_seconds: float = 0.0
+
+    @property
+    def rounds(self) -> int:
+        """``R``."""
+        return self.latency.shape[1]
+
+    def stats(self) -> list[SchemeStats]:
+        """Mean, 95% confidence half-width and counts per scheme (infeasible excluded)."""
+        out = []
+        for s, name in enumerate(self.schemes):
+            ok = np.isfinite(self.latency[s])
+            n = int(ok.sum())
+            vals = self.latency[s, ok]
+            mean = float(vals.mean()) if n else math.nan
+            ci = float(Z95 * vals.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+            share = float(self.compute_share[s, ok].mean()) if n else math.nan
+            median = float(np.median(vals)) if n else math.nan
+            out.append(SchemeStats(name, mean, ci, self.rounds, self.rounds - n, share,
+                                   float(self.solve_seconds[s]), int(self.memory_wall[s]),
+                                   median))
+        return out
+
+
+@dataclass(frozen=True)
+class SchemeStats:
+    """Summary of one scheme at one point."""
+
+    scheme: str
+    mean_latency_s: float
+    ci95_s: float
+    rounds: int
+    infeasible_rounds: int
+    compute_share: float
+    solve_seconds: float
+    memory_wall_rounds: int
+    median_latency_s: float = math.nan
+
+
+def point_seed(seed: int, experiment: Experiment, index: int) -> np.random.SeedSequence:
+    """The seed sequence of point ``index`` of ``experiment`` (see the module docstring)."""
+    return np.random.SeedSequence(seed, spawn_key=(experiment.key, index))
+
+
+def simulate_point(
+    scenario: Scenario,
+    schemes: Sequence[str],
+    rounds: int,
+    seed: np.random.SeedSequence | int,
+    *,
+    experiment: str = "",
+    index: int = 0,
+    x: float = math.nan,
+) -> PointResult:
+    """Sample ``rounds`` rounds of ``scenario`` and solve each with every scheme.
+
+    Parameters
+    ----------
+    scenario
+        The point's scenario.
+    schemes
+        Names from :data:`loladeft.allocation.SCHEMES`.
+    rounds
+        Number of Monte-Carlo rounds ``R``.
+    seed
+        Seed sequence (or integer) of this point.
+    """
+    start = time.perf_counter()
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    round_ss, scheme_ss = ss.spawn(2)
+    batch = scenario.sample(rounds, np.random.default_rng(round_ss))
+    scheme_rng = np.random.default_rng(scheme_ss)
+    S = len(schemes)
+    latency = np.full((S, rounds), np.nan)
+    share = np.full((S, rounds), np.nan)
+    seconds = np.zeros(S)
+    walls = np.zeros(S, dtype=np.int64)
+    for i in range(rounds):
+        inst = batch.instance(i)
+        for s, name in enumerate(schemes):
+            res = solve(inst, name, seed=scheme_rng)
+            seconds[s] += res.solve_seconds
+            if res.extra.get("memory_wall"):
+                walls[s] += 1
+            if not res.feasible:
+                continue
+            assert res.device_latency is not None and res.assignment is not None
+            latency[s, i] = res.latency
+            k = int(np.argmax(res.device_latency))
+            l = int(np.flatnonzero(res.assignment == k)[0])
+            share[s, i] = inst.J[k, l] / res.device_latency[k]
+    return PointResult(experiment, index, float(x), tuple(schemes), latency, share, seconds,
+                       walls, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class PointTask:
+    """One unit of work for the process pool."""
+
+    experiment: Experiment
+    index: int
+    x: float
+    scenario: Scenario
+    schemes: tuple[str, ...]
+    rounds: int
+    seed: int
+
+    def run(self) -> PointResult:
+        """Simulate this point."""
+        return simulate_point(
+            self.scenario, self.schemes, self.rounds,
+            point_seed(self.seed, self.experiment, self.index),
+            experiment=self.experiment.name, index=self.index, x=self.x,
+        )
+
+
+def _run_task(task: PointTask) -> PointResult:
+    return task.run()
+
+
+@dataclass
+class SweepResults:
+    """Results of every point, grouped by experiment in x order."""
+
+    points: dict[str, list[PointResult]] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+
+def run_tasks(
+    tasks: Sequence[PointTask],
+    workers: int = 2,
+    on_done: Callable[[PointResult], None] | None = None,
+) -> SweepResults:
+    """Run the tasks, across ``workers`` processes when > 1, and collect the results."""
+    start = time.perf_counter()
+    results: list[PointResult] = []
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            res = task.run()
+            results.append(res)
+            if on_done:
+                on_done(res)
+    else:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # Heaviest points first (more devices, then more rounds) for a better balance.
+        order = sorted(tasks, key=lambda t: -t.scenario.num_devices * t.rounds)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_run_task, t) for t in order]
+            for fut in as_completed(futures):
+                res = fut.result()
+                results.append(res)
+                if on_done:
+                    on_done(res)
+    out = SweepResults()
+    for res in sorted(results, key=lambda r: (r.experiment, r.index)):
+        out.points.setdefault(res.experiment, []).append(res)
+    out.wall_seconds = time.perf_counter() - start
+    return out
