@@ -43,20 +43,23 @@ by :func:`block_backward_flops`). Its slope in ``l`` is about one block's forwar
 with ``W`` frozen, a linear layer keeps nothing of its input, so the terms Korthikanti et al.
 count for the inputs of the Q/K/V, output and MLP projections disappear, while those of the
 non-linear operations stay. For an encoder block (BERT/RoBERTa, post-LN, eager attention,
-dropout on, ``p`` bytes per element, 1-byte dropout masks, fp32 layer-norm statistics) whose
-input requires a gradient:
+dropout on, ``p`` bytes per element, ``m`` bytes per dropout-mask element, fp32 layer-norm
+statistics) whose input requires a gradient:
 
 .. math::
 
-    A_\text{block} = p\,T(5H + I) + 2T + a b s^2 (2p + 1) + 2 \cdot 8 T
+    A_\text{block} = p\,T(5H + I) + 2 m T H + a b s^2 (2p + m) + 2 \cdot 8 T
                      \quad\text{bytes}
 
-(the copies of Q, K and V kept by the two batched attention products, the softmax output,
-its dropout mask and the dropped probabilities, the two residual-dropout masks, the two
-layer-norm inputs with their mean and reciprocal standard deviation, and the GELU input).
-Block ``l`` itself keeps the same minus what its frozen input does not need, plus the input
-``x`` of its LoRA ``A`` matrices and each ``A``'s output (``p T r`` per target). Nothing is
-kept below block ``l``, so memory grows linearly in depth, as in the paper's Fig. 4(a):
+(the copies of Q, K and V kept by the two batched attention products, the two residual-dropout
+masks, the softmax output, its dropout mask and the dropped probabilities, the two layer-norm
+inputs with their mean and reciprocal standard deviation, and the GELU input). Korthikanti et
+al. assume 1-byte masks (``m = 1``, CUDA's fused dropout); PyTorch's CPU dropout keeps a scaled
+noise tensor of the input's type (``m = p``), the default here. Block ``l`` itself keeps the same
+minus what its frozen input does not need (with LoRA on query and value: the copy of Q), plus
+the input ``x`` of its LoRA ``A`` matrices (shared by the targets that read it) and each
+``A``'s output (``p T r`` per target). Nothing is kept below block ``l``, so memory grows
+linearly in depth, as in the paper's Fig. 4(a):
 
 .. math::
 
@@ -265,6 +268,12 @@ class _Step:
     r: int
     p: int
     targets: tuple[str, ...] = field(default=())
+    mask_bytes: int | None = None
+
+    @property
+    def m(self) -> int:
+        """Bytes per dropout-mask element (``p`` for CPU's composite dropout, 1 for CUDA's)."""
+        return self.p if self.mask_bytes is None else self.mask_bytes
 
     @property
     def tokens(self) -> int:
@@ -369,6 +378,7 @@ def block_activation_bytes(
     *,
     input_grad: bool,
     trainable: bool,
+    mask_bytes: int | None = None,
 ) -> int:
     """Bytes autograd keeps for one block's backward pass (see the module docstring).
 
@@ -377,7 +387,7 @@ def block_activation_bytes(
     attention products; the softmax output, dropout mask and dropped probabilities; the
     residual-dropout masks; the norm inputs and statistics; the MLP activation's input(s).
     """
-    st = _Step(shape, batch, seq, r, dtype_bytes, canonical_targets(targets))
+    st = _Step(shape, batch, seq, r, dtype_bytes, canonical_targets(targets), mask_bytes)
     t, h, i, p, s, a = st.tokens, shape.hidden, shape.intermediate, dtype_bytes, seq, shape.heads
     train = st.targets if trainable else ()
     rg = _requires_grad(shape, train, input_grad)
@@ -408,19 +418,19 @@ def block_activation_bytes(
     if rg["probs"]:
         total += p * a * batch * s * s  # softmax output
         if drop:
-            total += a * batch * s * s  # dropout mask
+            total += st.m * a * batch * s * s  # dropout mask
     total += p * t * h * rg["probs"]  # V for dP
-    if rg["value"]:
-        total += p * a * batch * s * s  # (dropped) probabilities for dV
+    if rg["value"] and (drop or not rg["probs"]):
+        total += p * a * batch * s * s  # dropped probabilities for dV (else the softmax output)
     # attention output: residual dropout mask, LayerNorm input + statistics
     if rg["attn_out"]:
-        total += t * drop
+        total += st.m * t * h * drop  # residual-dropout mask
     if rg["h1"]:
         total += p * t * h + 2 * _STAT_BYTES * t
     if rg["ffn_in"]:
         total += p * t * i  # GELU input
     if rg["ffn_out"]:
-        total += t * drop
+        total += st.m * t * h * drop  # residual-dropout mask
     if rg["out"]:
         total += p * t * h + 2 * _STAT_BYTES * t
     return total
@@ -460,7 +470,7 @@ def _head_activation_bytes(st: _Step) -> int:
         return (
             4 * st.tokens * shape.vocab * (1 if p == 4 else 2) + 4 * st.tokens * h + 8 * st.tokens
         )
-    masks = (2 if shape.head == "roberta" else 1) * b * h * shape.dropout
+    masks = (2 if shape.head == "roberta" else 1) * st.m * b * h * shape.dropout
     # tanh output, log-softmax output, int64 labels, nll's total_weight scalar
     return masks + p * b * h + p * b * shape.num_labels + 8 * b + p
 
@@ -484,17 +494,45 @@ def depth_flops(
 
 
 def depth_activation_bytes(
-    shape: TransformerShape, batch: int, seq: int, r: int, targets: Iterable[str], dtype_bytes: int
+    shape: TransformerShape,
+    batch: int,
+    seq: int,
+    r: int,
+    targets: Iterable[str],
+    dtype_bytes: int,
+    *,
+    mask_bytes: int | None = None,
 ) -> list[int]:
-    """Saved-activation bytes for ``l = 1..L``."""
+    """Saved-activation bytes for ``l = 1..L``.
+
+    ``mask_bytes`` is the size of one dropout-mask element: ``None`` means ``dtype_bytes``,
+    what CPU (and meta) dropout keeps (a scaled noise tensor of the input's type); CUDA's
+    fused dropout keeps a 1-byte boolean mask.
+    """
     targets = canonical_targets(targets)
-    st = _Step(shape, batch, seq, r, dtype_bytes, targets)
+    st = _Step(shape, batch, seq, r, dtype_bytes, targets, mask_bytes)
     head = _head_activation_bytes(st)
     upper = block_activation_bytes(
-        shape, batch, seq, r, targets, dtype_bytes, input_grad=True, trainable=False
+        shape,
+        batch,
+        seq,
+        r,
+        targets,
+        dtype_bytes,
+        input_grad=True,
+        trainable=False,
+        mask_bytes=mask_bytes,
     )
     part = block_activation_bytes(
-        shape, batch, seq, r, targets, dtype_bytes, input_grad=False, trainable=True
+        shape,
+        batch,
+        seq,
+        r,
+        targets,
+        dtype_bytes,
+        input_grad=False,
+        trainable=True,
+        mask_bytes=mask_bytes,
     )
     return [head + (depth - 1) * upper + part for depth in range(1, shape.layers + 1)]
 
@@ -526,7 +564,7 @@ def analytic_profile(
     Examples
     --------
     >>> p = analytic_profile("roberta-base")
-    >>> p.block_bits == 24576 * 32, round(p.flops[-1] / p.flops[0], 2)
+    >>> p.block_bits == 24576 * 32, round(float(p.flops[-1] / p.flops[0]), 2)
     (True, 1.88)
     """
     name = shape if isinstance(shape, str) else (model or "custom")
