@@ -17,8 +17,8 @@ def simulate(
         str | None,
         typer.Option("--experiment", "-e",
                      help="fig5 (latency vs transmit SNR), fig6 (vs uplink bandwidth), "
-                          "fig8 (vs number of devices), or all [default: all, or the "
-                          "config file's list].", show_default=False),
+                          "fig8 (vs number of devices), or all (default: all, or the "
+                          "config file's list).", show_default=False),
     ] = None,
     rounds: Annotated[
         int | None,
@@ -37,7 +37,7 @@ def simulate(
     out: Annotated[
         Path | None,
         typer.Option(help="Output folder for CSV, PNG/PDF and manifest.json "
-                          "[default: results].", show_default=False),
+                          "(default: results).", show_default=False),
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="100 rounds per point (unless --rounds is given).")
@@ -54,8 +54,8 @@ def simulate(
     ] = None,
     schemes: Annotated[
         str | None,
-        typer.Option(help="Comma-separated schemes [default: comm-aware,comp-aware,random,"
-                          "ba,jbba-dual,jbba].", show_default=False),
+        typer.Option(help="Comma-separated schemes (default: comm-aware,comp-aware,random,"
+                          "ba,jbba-dual,jbba).", show_default=False),
     ] = None,
     no_plots: Annotated[
         bool, typer.Option("--no-plots", help="Write only CSV and manifest.")

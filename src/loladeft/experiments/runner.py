@@ -49,6 +49,11 @@ class PointResult:
         Length-``S`` count of rounds in which a memory-blind version of the scheme would
         have hit the memory wall (``extra["memory_wall"]`` of comp-aware / comm-aware;
         0 for schemes that do not report it).
+    wall_seconds
+        Wall time of the whole point.
+    assignment, bandwidth
+        ``(S, R, L)`` block assignments (-1 where infeasible) and ``(S, R, K)`` bandwidths
+        (nan where infeasible), only with ``keep_allocations=True``.
     """
 
     experiment: str
@@ -60,6 +65,8 @@ class PointResult:
     solve_seconds: NDArray[np.float64]
     memory_wall: NDArray[np.int64]
     wall_seconds: float = 0.0
+    assignment: NDArray[np.intp] | None = None
+    bandwidth: NDArray[np.float64] | None = None
 
     @property
     def rounds(self) -> int:
@@ -112,6 +119,7 @@ def simulate_point(
     experiment: str = "",
     index: int = 0,
     x: float = math.nan,
+    keep_allocations: bool = False,
 ) -> PointResult:
     """Sample ``rounds`` rounds of ``scenario`` and solve each with every scheme.
 
@@ -125,6 +133,8 @@ def simulate_point(
         Number of Monte-Carlo rounds ``R``.
     seed
         Seed sequence (or integer) of this point.
+    keep_allocations
+        Also return every round's assignment and bandwidth (for checks).
     """
     start = time.perf_counter()
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
@@ -136,6 +146,9 @@ def simulate_point(
     share = np.full((S, rounds), np.nan)
     seconds = np.zeros(S)
     walls = np.zeros(S, dtype=np.int64)
+    K, L = scenario.num_devices, scenario.num_blocks
+    assign = np.full((S, rounds, L), -1, dtype=np.intp) if keep_allocations else None
+    bw = np.full((S, rounds, K), np.nan) if keep_allocations else None
     for i in range(rounds):
         inst = batch.instance(i)
         for s, name in enumerate(schemes):
@@ -147,11 +160,14 @@ def simulate_point(
                 continue
             assert res.device_latency is not None and res.assignment is not None
             latency[s, i] = res.latency
+            if assign is not None and bw is not None:
+                assign[s, i] = res.assignment
+                bw[s, i] = res.bandwidth
             k = int(np.argmax(res.device_latency))
             l = int(np.flatnonzero(res.assignment == k)[0])
             share[s, i] = inst.J[k, l] / res.device_latency[k]
     return PointResult(experiment, index, float(x), tuple(schemes), latency, share, seconds,
-                       walls, time.perf_counter() - start)
+                       walls, time.perf_counter() - start, assign, bw)
 
 
 @dataclass(frozen=True)

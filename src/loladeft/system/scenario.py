@@ -15,9 +15,11 @@ Per-block costs come from the profile (:mod:`loladeft.profiling.profile`):
 * ``d(l) = FLOPs(l) / F_ref``, the run time of one step that back-propagates down to block
   ``l`` on the reference device (:mod:`loladeft.system.reference`, ``f_k = 1``), so that
   ``J[k, l] = M d(l) / f_k`` (eq. 3);
-* ``b(l) = weight_bytes(l) + activation_bytes(l) + block_param_bytes(l)``: the frozen
-  weights, the activations kept for the truncated backward pass, and the block's LoRA
-  parameters with their gradient (and optimizer state where the profile counts it);
+* ``b(l) = weight_bytes(l) + activation_bytes(l) + block_param_bytes(l) +
+  optimizer_bytes(l)``: the frozen weights, the activations kept for the truncated backward
+  pass, the block's LoRA parameters with their gradient, and optimizer state where the
+  profile says the device holds it (``optimizer_bytes``, 0 when absent: in the paper the
+  server keeps the optimizer statistics);
 * ``S = block_bits``, the bits uploaded per block (24,576 LoRA parameters x 32 bits =
   786,432 bits for RoBERTa-base with rank 8 on query and value).
 
@@ -143,10 +145,8 @@ class BlockCosts:
         rows = []
         for i, entry in enumerate(depths):
             row = {}
-            for name in ("depth", "flops", "activation_bytes", "weight_bytes",
-                         "block_param_bytes"):
-                value = (entry.get(name) if isinstance(entry, dict)
-                         else getattr(entry, name, None))
+            for name in ("depth", "flops", "activation_bytes", "weight_bytes", "block_param_bytes"):
+                value = entry.get(name) if isinstance(entry, dict) else getattr(entry, name, None)
                 if isinstance(value, bool) or not isinstance(
                     value, (int, float, np.integer, np.floating)
                 ):
@@ -162,16 +162,30 @@ class BlockCosts:
                 raise InvalidScenarioError(
                     f"profile.depths[{i}].depth", f"must be {i + 1} (depths 1..L in order)"
                 )
+            extra = (entry.get("optimizer_bytes") if isinstance(entry, dict)
+                     else getattr(entry, "optimizer_bytes", None))
+            if extra is None:
+                extra = 0.0
+            if isinstance(extra, bool) or not isinstance(
+                extra, (int, float, np.integer, np.floating)
+            ) or not math.isfinite(extra) or extra < 0:
+                raise InvalidScenarioError(
+                    f"profile.depths[{i}].optimizer_bytes", f"must be a number >= 0, got {extra!r}"
+                )
+            row["optimizer_bytes"] = float(extra)
             rows.append(row)
         flops = np.array([r["flops"] for r in rows])
         if (flops <= 0).any():
             raise InvalidScenarioError("profile.depths", "flops must be > 0 at every depth")
         memory = np.array(
-            [r["weight_bytes"] + r["activation_bytes"] + r["block_param_bytes"] for r in rows]
+            [r["weight_bytes"] + r["activation_bytes"] + r["block_param_bytes"]
+             + r["optimizer_bytes"] for r in rows]
         )
         bits = getattr(profile, "block_bits", None)
-        if isinstance(bits, bool) or not isinstance(bits, (int, float)) or not (
-            math.isfinite(bits) and bits > 0
+        if (
+            isinstance(bits, bool)
+            or not isinstance(bits, (int, float))
+            or not (math.isfinite(bits) and bits > 0)
         ):
             raise InvalidScenarioError("profile.block_bits", f"must be a number > 0, got {bits!r}")
         flops.flags.writeable = False
@@ -193,8 +207,9 @@ def _positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
         raise InvalidScenarioError(name, f"must be a number, got {type(value).__name__}")
     x = float(value)
     if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
-        raise InvalidScenarioError(name, f"must be finite and {'>=' if allow_zero else '>'} 0, "
-                                         f"got {x:g}")
+        raise InvalidScenarioError(
+            name, f"must be finite and {'>=' if allow_zero else '>'} 0, got {x:g}"
+        )
     return x
 
 
@@ -204,8 +219,9 @@ def _range(name: str, value: Any, *, lower: float) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise InvalidScenarioError(name, "must be a pair [low, high] of numbers") from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo < lower or hi < lo:
-        raise InvalidScenarioError(name, f"must satisfy {lower:g} <= low <= high, got "
-                                         f"[{lo:g}, {hi:g}]")
+        raise InvalidScenarioError(
+            name, f"must satisfy {lower:g} <= low <= high, got [{lo:g}, {hi:g}]"
+        )
     return lo, hi
 
 
@@ -271,9 +287,11 @@ class Scenario:
             raise InvalidScenarioError(
                 "num_devices", f"K = {K} is smaller than the L = {L} blocks of the model"
             )
-        if isinstance(self.snr_db, bool) or not isinstance(
-            self.snr_db, (int, float, np.integer, np.floating)
-        ) or not math.isfinite(self.snr_db):
+        if (
+            isinstance(self.snr_db, bool)
+            or not isinstance(self.snr_db, (int, float, np.integer, np.floating))
+            or not math.isfinite(self.snr_db)
+        ):
             raise InvalidScenarioError("snr_db", f"must be a finite number, got {self.snr_db!r}")
         if self.snr_convention not in SNR_CONVENTIONS:
             raise InvalidScenarioError(
@@ -282,9 +300,7 @@ class Scenario:
             )
         M = self.local_iterations
         if isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1:
-            raise InvalidScenarioError(
-                "local_iterations", f"must be a positive integer, got {M!r}"
-            )
+            raise InvalidScenarioError("local_iterations", f"must be a positive integer, got {M!r}")
         try:
             ref = get_reference(self.reference)
         except KeyError as exc:
@@ -343,8 +359,11 @@ class Scenario:
             "compute_factor": list(self.compute_factor),
             "memory_gb": list(self.memory_gb),
             "fixed_compute": self.fixed_compute,
-            "reference_device": {"name": ref.name, "flops_per_second": ref.flops_per_second,
-                                 "source": ref.source},
+            "reference_device": {
+                "name": ref.name,
+                "flops_per_second": ref.flops_per_second,
+                "source": ref.source,
+            },
             "block_bits": self.costs.block_bits,
             "block_flops": self.costs.flops.tolist(),
             "block_seconds": self.block_seconds.tolist(),
