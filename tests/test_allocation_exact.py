@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 
 from loladeft.allocation.registry import SCHEMES, solve
-from loladeft.exceptions import UnsupportedInstanceError
+from loladeft.exceptions import (
+    InvalidInstanceError,
+    UnknownSchemeError,
+    UnsupportedInstanceError,
+)
 from reference import brute_force_p1, brute_force_p2, p2_latency_of
 
 P1_EXACT = ("ba", "milp", "ba-hungarian")
@@ -92,10 +96,16 @@ def test_jbba_dual_between_optimum_and_its_own_assignment(feasible_case):
 
 
 def test_jbba_dual_reports_iterations_and_gap(feasible_case):
-    dual = feasible_case.result("jbba-dual")
+    """The dual bound is a valid lower bound on P2's optimum (weak duality), and
+    ``dual_gap = (latency - bound) / latency`` (documented in :mod:`loladeft.allocation.dual`)."""
+    case = feasible_case
+    dual = case.result("jbba-dual")
     assert isinstance(dual.iterations, int) and dual.iterations >= 1
     gap = dual.extra["dual_gap"]
-    assert isinstance(gap, float) and math.isfinite(gap) and gap >= -1e-9
+    assert isinstance(gap, float) and math.isfinite(gap) and 0.0 <= gap <= 1.0
+    bound = dual.extra["dual_bound"]
+    assert bound <= case.p2 * (1 + P2_RTOL), f"{case}: dual bound {bound} > optimum {case.p2}"
+    assert math.isclose(gap, max(0.0, (dual.latency - bound) / dual.latency), abs_tol=1e-12)
 
 
 def test_jbba_bandwidth_is_optimal_for_its_assignment(feasible_case):
@@ -106,6 +116,20 @@ def test_jbba_bandwidth_is_optimal_for_its_assignment(feasible_case):
 
 
 # -- infeasibility -------------------------------------------------------------------------
+
+
+def _hall_violation(data) -> tuple[str, str]:
+    """Phrases the reason must contain, from Hall's condition on nested device sets: the
+    ``j``-th largest block memory ``t`` with fewer than ``j`` devices holding ``>= t``."""
+    b = sorted(data["block_memory"], reverse=True)
+    mem = data["device_memory"]
+    for j, t in enumerate(b, start=1):
+        n_dev = sum(m >= t for m in mem)
+        if n_dev < j:
+            n_blocks = sum(x >= t for x in b)
+            devices = "no device" if n_dev == 0 else f"{n_dev} device"
+            return devices, f"{n_blocks} block"
+    raise AssertionError("feasible instance")
 
 
 @pytest.mark.parametrize("scheme", list(SCHEMES))
@@ -119,6 +143,8 @@ def test_every_scheme_reports_the_memory_wall(infeasible_case, scheme):
     assert result.assignment is None and result.bandwidth is None
     assert result.device_latency is None
     assert "depth" in result.reason
+    for needle in _hall_violation(case.data):
+        assert needle in result.reason, f"{case}: {needle!r} not in {result.reason!r}"
     record = result.to_dict()
     assert record["feasible"] is False and record["reason"] == result.reason
 
@@ -230,6 +256,13 @@ def test_single_block_picks_best_memory_feasible_device():
         result = solve(data, scheme)
         assert result.latency == pytest.approx(3.0, rel=1e-12), scheme
         assert result.assignment.tolist() == [2], scheme
+
+
+def test_solve_rejects_bad_input():
+    with pytest.raises(UnknownSchemeError, match="scheme"):
+        solve(HAND_P1, "fastest")
+    with pytest.raises(InvalidInstanceError, match="bandwidth"):
+        solve({**HAND_P1, "bandwidth": -1.0}, "ba")
 
 
 def test_hand_example_infeasible_reason():
