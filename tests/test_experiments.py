@@ -271,3 +271,10 @@ def test_bad_config_names_the_key(tmp_path, text, match):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_paper_config_file_is_the_default():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "paper.toml"
+    assert load_config(path) == load_config(None)
