@@ -18,7 +18,8 @@ force in :mod:`reference` stays cheap:
 
 Tests ask for a fixture by name and get parametrised over the matching cases (see
 :func:`pytest_generate_tests`): ``case`` (all), ``monotone_case``, ``nonmonotone_case``,
-``feasible_case``, ``infeasible_case``.
+``feasible_case``, ``infeasible_case``, their ``monotone_`` variants, and
+``compute_ranked_case`` / ``channel_ranked_case`` (no two devices tie in strength).
 """
 
 from __future__ import annotations
@@ -161,12 +162,22 @@ CASES = [
     Case(kind, seed, make_instance(kind, seed)) for kind in KINDS for seed in range(SEEDS_PER_KIND)
 ]
 
+
+def _distinct(values) -> bool:
+    return len(set(np.round(values, 12).tolist())) == len(values)
+
+
 _SELECTIONS = {
     "case": lambda c: True,
     "monotone_case": lambda c: c.instance.is_monotone,
     "nonmonotone_case": lambda c: not c.instance.is_monotone,
     "feasible_case": lambda c: c.p1 is not None,
+    "monotone_feasible_case": lambda c: c.instance.is_monotone and c.p1 is not None,
     "infeasible_case": lambda c: c.p1 is None,
+    "monotone_infeasible_case": lambda c: c.instance.is_monotone and c.p1 is None,
+    # devices strictly ranked by computation (row sums of J) / by channel (r)
+    "compute_ranked_case": lambda c: _distinct(np.sum(c.data["J"], axis=1)),
+    "channel_ranked_case": lambda c: _distinct(c.data["spectral_efficiency"]),
 }
 
 
