@@ -123,6 +123,20 @@ def make_instance(kind: str, seed: int) -> dict[str, Any]:
     raise ValueError(kind)
 
 
+def make_medium_instance(seed: int, *, monotone: bool) -> dict[str, Any]:
+    """A larger instance (``K`` up to 40, ``L`` up to 10), beyond brute force: for
+    cross-checks between exact schemes and local-optimality checks."""
+    rng = np.random.default_rng([99, seed, monotone])
+    L = int(rng.integers(3, 11))
+    K = int(rng.integers(L, 41))
+    data = (_monotone if monotone else _nonmonotone)(rng, K, L)
+    if rng.random() < 0.5:  # ties: round J to a coarse grid
+        data["J"] = np.round(np.array(data["J"]) * 2).tolist()
+        if monotone:
+            data["J"] = np.sort(data["J"], axis=1).tolist()
+    return data
+
+
 @dataclass(eq=False)
 class Case:
     """One seeded instance, with its brute-force optima and cached solver results."""

@@ -70,7 +70,7 @@ def brute_force_p1(data: Mapping[str, Any]) -> float | None:
 
 def p2_latency_of(data: Mapping[str, Any], assignment: Sequence[int]) -> float:
     """Optimal latency of one fixed map when the bandwidth is split optimally."""
-    return float(_p2_latencies(data, np.array([assignment], dtype=np.intp))[0])
+    return float(p2_latencies(data, np.array([assignment], dtype=np.intp))[0])
 
 
 def p2_bandwidth_of(data: Mapping[str, Any], assignment: Sequence[int]) -> np.ndarray:
@@ -83,7 +83,7 @@ def p2_bandwidth_of(data: Mapping[str, Any], assignment: Sequence[int]) -> np.nd
     return bw
 
 
-def _p2_latencies(data: Mapping[str, Any], maps: np.ndarray) -> np.ndarray:
+def p2_latencies(data: Mapping[str, Any], maps: np.ndarray) -> np.ndarray:
     """Vectorised bisection: the root ``T`` of ``sum_l S / (r (T - J)) = B`` for each map."""
     J, _, _, r, S, B = _fields(data)
     L = J.shape[1]
@@ -114,7 +114,7 @@ def brute_force_p2(data: Mapping[str, Any]) -> float | None:
     maps = feasible_maps(data)
     if len(maps) == 0:
         return None
-    return float(_p2_latencies(data, maps).min())
+    return float(p2_latencies(data, maps).min())
 
 
 def recompute_latency(

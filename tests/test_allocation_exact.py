@@ -14,13 +14,22 @@ import math
 import numpy as np
 import pytest
 
+from conftest import make_medium_instance
 from loladeft.allocation.registry import SCHEMES, solve
 from loladeft.exceptions import (
     InvalidInstanceError,
     UnknownSchemeError,
     UnsupportedInstanceError,
 )
-from reference import brute_force_p1, brute_force_p2, p2_latency_of
+from reference import (
+    brute_force_p1,
+    brute_force_p2,
+    feasible_maps,
+    p1_latency_of,
+    p2_bandwidth_of,
+    p2_latencies,
+    p2_latency_of,
+)
 
 P1_EXACT = ("ba", "milp", "ba-hungarian")
 P1_RTOL = 1e-12  # same formula as the reference; only rounding differs
@@ -113,6 +122,77 @@ def test_jbba_bandwidth_is_optimal_for_its_assignment(feasible_case):
     result = case.result("jbba")
     recovered = p2_latency_of(case.data, result.assignment)
     assert math.isclose(result.latency, recovered, rel_tol=P2_RTOL), _describe(case, result)
+
+
+# -- the reference itself --------------------------------------------------------------------
+
+
+def test_reference_is_self_consistent(feasible_case):
+    """P2 <= P1; the optimal P2 map's bandwidth uses the whole band and equalises the
+    devices; the vectorised P1 brute force equals a plain loop over the maps."""
+    case = feasible_case
+    assert case.p2 <= case.p1 * (1 + 1e-12)
+    maps = feasible_maps(case.data)
+    assert min(p1_latency_of(case.data, m) for m in maps) == pytest.approx(case.p1, rel=1e-15)
+    best = maps[np.argmin(p2_latencies(case.data, maps))]
+    bw = p2_bandwidth_of(case.data, best)
+    assert bw.sum() == pytest.approx(case.data["bandwidth"], rel=1e-9)
+    J, r = np.array(case.data["J"]), np.array(case.data["spectral_efficiency"])
+    S = case.data["block_bits"]
+    T = [J[k, i] + S / (bw[k] * r[k]) for i, k in enumerate(best)]
+    np.testing.assert_allclose(T, case.p2, rtol=1e-9)
+
+
+# -- medium instances: exact schemes against each other -----------------------------------
+
+MEDIUM = [(seed, monotone) for seed in range(12) for monotone in (True, False)]
+
+
+@pytest.mark.parametrize(("seed", "monotone"), MEDIUM)
+def test_medium_exact_schemes_agree(seed, monotone):
+    data = make_medium_instance(seed, monotone=monotone)
+    schemes = [*P1_EXACT, "crunch"] if monotone else list(P1_EXACT)
+    results = {s: solve(data, s) for s in schemes}
+    feasible = {s: r.feasible for s, r in results.items()}
+    assert len(set(feasible.values())) == 1, feasible
+    if not results["ba"].feasible:
+        return
+    latencies = {s: r.latency for s, r in results.items()}
+    assert all(math.isclose(v, latencies["ba"], rel_tol=P1_RTOL) for v in latencies.values()), (
+        latencies
+    )
+    jbba, dual = solve(data, "jbba"), solve(data, "jbba-dual")
+    assert jbba.latency <= latencies["ba"] * (1 + P2_RTOL)
+    assert jbba.latency <= dual.latency * (1 + P2_RTOL)
+
+
+@pytest.mark.parametrize(("seed", "monotone"), MEDIUM)
+def test_medium_jbba_is_locally_optimal(seed, monotone):
+    """No swap of two blocks' devices and no move of a block to an idle (memory-feasible)
+    device gives a lower optimal-bandwidth latency than ``jbba``'s allocation."""
+    data = make_medium_instance(seed, monotone=monotone)
+    result = solve(data, "jbba")
+    if not result.feasible:
+        return
+    a = result.assignment.tolist()
+    b, mem = data["block_memory"], data["device_memory"]
+    K, L = len(mem), len(b)
+    neighbours = []
+    for i in range(L):
+        for j in range(i + 1, L):
+            if b[i] <= mem[a[j]] and b[j] <= mem[a[i]]:
+                n = list(a)
+                n[i], n[j] = n[j], n[i]
+                neighbours.append(n)
+        for k in set(range(K)) - set(a):
+            if b[i] <= mem[k]:
+                n = list(a)
+                n[i] = k
+                neighbours.append(n)
+    own = p2_latency_of(data, a)
+    assert math.isclose(result.latency, own, rel_tol=P2_RTOL)
+    best_neighbour = p2_latencies(data, np.array(neighbours, dtype=np.intp)).min()
+    assert best_neighbour >= result.latency * (1 - P2_RTOL), (seed, monotone, best_neighbour)
 
 
 # -- infeasibility -------------------------------------------------------------------------
