@@ -9,7 +9,9 @@ than ``jbba``. Every scheme agrees on infeasibility and explains it by depth.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from loladeft.exceptions import (
     UnknownSchemeError,
     UnsupportedInstanceError,
 )
+from loladeft.system.instance import Instance
 from reference import (
     brute_force_p1,
     brute_force_p2,
@@ -341,6 +344,23 @@ def test_single_block_picks_best_memory_feasible_device():
         result = solve(data, scheme)
         assert result.latency == pytest.approx(3.0, rel=1e-12), scheme
         assert result.assignment.tolist() == [2], scheme
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_shipped_examples(path):
+    """Every instance file under ``examples/`` (brute-force sized) against the references."""
+    data = json.loads(path.read_text())
+    inst = Instance.from_mapping(data)
+    if inst.num_devices > 6 or inst.num_blocks > 4:
+        pytest.skip("too large for brute force")
+    p1, p2 = brute_force_p1(data), brute_force_p2(data)
+    schemes = [*P1_EXACT, "crunch"] if inst.is_monotone else list(P1_EXACT)
+    for scheme in schemes:
+        assert math.isclose(solve(data, scheme).latency, p1, rel_tol=P1_RTOL), scheme
+    assert math.isclose(solve(data, "jbba").latency, p2, rel_tol=P2_RTOL)
 
 
 def test_solve_rejects_bad_input():
