@@ -17,7 +17,7 @@ force in :mod:`reference` stays cheap:
     ``K == L`` (every device is used), monotone or not.
 
 Tests ask for a fixture by name and get parametrised over the matching cases (see
-:func:`pytest_generate_tests`): ``case`` (all), ``monotone_case``, ``nonmonotone_case``,
+:func:`pytest_generate_tests`): ``any_case`` (all), ``monotone_case``, ``nonmonotone_case``,
 ``feasible_case``, ``infeasible_case``, their ``monotone_`` variants, and
 ``compute_ranked_case`` / ``channel_ranked_case`` (no two devices tie in strength).
 """
@@ -182,7 +182,7 @@ def _distinct(values) -> bool:
 
 
 _SELECTIONS = {
-    "case": lambda c: True,
+    "any_case": lambda c: True,
     "monotone_case": lambda c: c.instance.is_monotone,
     "nonmonotone_case": lambda c: not c.instance.is_monotone,
     "feasible_case": lambda c: c.p1 is not None,
