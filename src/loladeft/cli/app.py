@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from loladeft.cli import simulate, solve
+from loladeft.cli import profile, simulate, solve
 
 app = typer.Typer(
     name="loladeft",
@@ -28,6 +28,7 @@ def _root() -> None:
 
 app.command("solve")(solve.solve)
 app.command("simulate")(simulate.simulate)
+app.command("profile")(profile.profile)
 
 
 def main() -> None:

@@ -600,6 +600,17 @@ def analytic_profile(
         )
         for i, (f, b) in enumerate(zip(flops, acts, strict=True))
     )
+    full = full_step(shape, batch=batch, seq=seq, lora_r=lora_r, lora_targets=canon, dtype=dtype)
+    all_lora = shape.layers * n_lora * lora_bits // 8
+    single = {
+        "flops": full["flops"],
+        "weight_bytes": weight,
+        "activation_bytes": full["activation_bytes"],
+        "lora_param_bytes": all_lora,
+        "lora_grad_bytes": all_lora,
+        "optimizer_bytes": 2 * all_lora,
+        "memory_bytes": weight + full["activation_bytes"] + 4 * all_lora,
+    }
     approx = " Decoder activation bytes are approximate." if shape.kind == "decoder" else ""
     return Profile(
         model=model or name,
@@ -621,5 +632,50 @@ def analytic_profile(
             "lora_bits": lora_bits,
             "attn_implementation": "eager",
             "train_mode": True,
+            "single_device": single,
         },
     )
+
+
+def full_step(
+    shape: TransformerShape | str,
+    *,
+    batch: int = 32,
+    seq: int = 128,
+    lora_r: int = 8,
+    lora_targets: Iterable[str] = ("query", "value"),
+    dtype: str = "fp32",
+    mask_bytes: int | None = None,
+) -> dict[str, int]:
+    """FLOPs and saved bytes of one *single-device* step that trains every block's LoRA.
+
+    The reference point of the paper's Fig. 4(b): the backward pass runs down to block ``L``
+    and every block's adapters get their gradient, so each block above the first also keeps
+    its LoRA inputs and ``A`` outputs.
+
+    Returns
+    -------
+    dict
+        ``flops`` and ``activation_bytes``.
+    """
+    if isinstance(shape, str):
+        shape = SHAPES[shape]
+    targets = canonical_targets(lora_targets)
+    p = DTYPE_BYTES[dtype]
+    st = _Step(shape, batch, seq, lora_r, p, targets, mask_bytes)
+    n = shape.layers
+    fwd = n * block_forward_flops(shape, batch, seq, lora_r, targets) + _head_forward(st)
+    bwd = (
+        _head_forward(st)
+        + (n - 1)
+        * block_backward_flops(shape, batch, seq, lora_r, targets, input_grad=True, trainable=True)
+        + block_backward_flops(shape, batch, seq, lora_r, targets, input_grad=False, trainable=True)
+    )
+    kw = {"mask_bytes": mask_bytes, "trainable": True}
+    acts = (
+        _head_activation_bytes(st)
+        + (n - 1)
+        * block_activation_bytes(shape, batch, seq, lora_r, targets, p, input_grad=True, **kw)
+        + block_activation_bytes(shape, batch, seq, lora_r, targets, p, input_grad=False, **kw)
+    )
+    return {"flops": fwd + bwd, "activation_bytes": acts}
