@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from conftest import make_medium_instance
 from loladeft.allocation.registry import SCHEMES, solve
 from loladeft.system.instance import Instance, check_allocation
 from reference import brute_force_p1, brute_force_p2, recompute_latency
@@ -220,3 +221,73 @@ def test_regression_wide_split_p2():
         result = solve(WIDE_SPLIT_P2, scheme)
         assert_invariants(WIDE_SPLIT_P2, Instance.from_mapping(WIDE_SPLIT_P2), result)
         assert math.isclose(result.latency, optimum, rel_tol=1e-9), result
+
+
+# -- metamorphic relations on larger instances (no brute force needed) ------------------------
+
+MEDIUM = [(seed, monotone) for seed in range(8) for monotone in (True, False)]
+METAMORPHIC_SCHEMES = ("ba", "ba-hungarian", "jbba", "jbba-dual")
+
+
+def _permute_devices(data, perm):
+    out = dict(data)
+    for key in ("J", "device_memory", "spectral_efficiency"):
+        out[key] = [data[key][k] for k in perm]
+    return out
+
+
+@pytest.mark.parametrize("scheme", METAMORPHIC_SCHEMES)
+@pytest.mark.parametrize(("seed", "monotone"), MEDIUM)
+def test_device_order_does_not_matter(seed, monotone, scheme):
+    data = make_medium_instance(seed, monotone=monotone)
+    perm = np.random.default_rng(seed).permutation(len(data["device_memory"])).tolist()
+    a, b = solve(data, scheme), solve(_permute_devices(data, perm), scheme)
+    assert a.feasible is b.feasible
+    if a.feasible and SCHEMES[scheme].exact:
+        assert math.isclose(a.latency, b.latency, rel_tol=1e-9 if scheme == "jbba" else 1e-12)
+
+
+@pytest.mark.parametrize("scheme", ("ba", "crunch", "ba-hungarian", "milp", "jbba"))
+@pytest.mark.parametrize(("seed", "monotone"), MEDIUM)
+def test_doubling_every_time_doubles_the_latency(seed, monotone, scheme):
+    """``J -> 2J`` and ``S -> 2S`` double every device latency (exactly, in binary floating
+    point), so the optimum doubles."""
+    if scheme == "crunch" and not monotone:
+        return
+    data = make_medium_instance(seed, monotone=monotone)
+    doubled = {
+        **data,
+        "J": (2 * np.array(data["J"])).tolist(),
+        "block_bits": 2 * data["block_bits"],
+    }
+    a, b = solve(data, scheme), solve(doubled, scheme)
+    assert a.feasible is b.feasible
+    if a.feasible:
+        rtol = 1e-9 if scheme == "jbba" else 0.0
+        assert math.isclose(b.latency, 2 * a.latency, rel_tol=rtol, abs_tol=0.0)
+
+
+@pytest.mark.parametrize("scheme", ("ba", "crunch", "milp", "jbba"))
+@pytest.mark.parametrize(("seed", "monotone"), MEDIUM)
+def test_a_useless_device_changes_nothing(seed, monotone, scheme):
+    """Adding a device that is slower than everyone at every block, with the worst channel,
+    cannot change the optimum (it can only replace a device in an allocation by a worse one)."""
+    if scheme == "crunch" and not monotone:
+        return
+    data = make_medium_instance(seed, monotone=monotone)
+    J = np.array(data["J"])
+    L = J.shape[1]
+    row = (J.max(axis=0) + 1.0).tolist()
+    if monotone:
+        row = np.maximum.accumulate(row).tolist()
+    extra = {
+        **data,
+        "J": [*data["J"], row],
+        "device_memory": [*data["device_memory"], max(data["device_memory"]) + 1],
+        "spectral_efficiency": [*data["spectral_efficiency"], min(data["spectral_efficiency"])],
+    }
+    a, b = solve(data, scheme), solve(extra, scheme)
+    if a.feasible:
+        rtol = 1e-9 if scheme == "jbba" else 1e-12
+        assert math.isclose(a.latency, b.latency, rel_tol=rtol), (a.latency, b.latency)
+        assert len(b.assignment) == L
