@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -295,3 +296,18 @@ def test_loladeft_solve_does_not_import_torch(write):
         "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code"
     )
     assert _heavy_modules(body) == []
+
+
+def test_console_script(write):
+    """The installed ``loladeft`` entry point (pyproject ``[project.scripts]``)."""
+    script = Path(sys.executable).with_name("loladeft")
+    if not script.exists():
+        pytest.skip("package not installed with its console script")
+    proc = subprocess.run(
+        [str(script), "solve", write("good.json", GOOD), "--json", "--scheme", "ba"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _strict_json(proc.stdout)["latency"] == 6.0
