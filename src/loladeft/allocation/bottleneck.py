@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.sparse import csr_array
+from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from loladeft.allocation.result import Solution, equal_split
 from loladeft.system.instance import Instance
@@ -71,56 +73,84 @@ def solve_ba(instance: Instance, **_: Any) -> Solution | None:
     return equal_split(instance, assignment, iterations=searches)
 
 
+#: Rows sampled to bound each column's order statistic before the full scan.
+SAMPLE_ROWS = 8192
+#: Rows per chunk of the full scan (keeps the chunk's latencies in cache).
+CHUNK_ROWS = 4096
+
+
 def _monotone_assignment(instance: Instance) -> NDArray[np.intp] | None:
-    """Depth-count solution of P1 on a monotone instance (module docstring)."""
+    """Depth-count solution of P1 on a monotone instance (module docstring).
+
+    Column ``l`` only matters through its ``(L-l+1)`` smallest memory-feasible entries.
+    They are found in one chunked pass over ``J``: a sample of rows gives, per column, an
+    upper bound on that order statistic (a subset's k-th smallest is never below the whole
+    set's), the pass keeps only entries under the bounds, and an exact selection on those
+    few gives the optimum and the devices that attain it.
+    """
     J, b, mem = instance.J, instance.block_memory, instance.device_memory
-    L = J.shape[1]
+    K, L = J.shape
     comm = upload_latency(
         instance.block_bits, instance.equal_bandwidth(), instance.spectral_efficiency
     )
-    able = mem >= b[0]
-    holds_all = mem >= b[-1]
-    if np.count_nonzero(holds_all) >= L:
-        # Any L devices able to hold the deepest block give an allocation no worse than the
-        # L-th smallest T[k, L] among them (rows are non-decreasing): an upper bound.
-        bound = np.partition(J[holds_all, -1] + comm[holds_all], L - 1)[L - 1]
-        # A device whose cheapest pair exceeds the bound is in no optimal allocation.
-        candidates = np.flatnonzero(able & (J[:, 0] + comm <= bound))
-    else:
-        candidates = np.flatnonzero(able)
-    if candidates.size < L:
+    depth = np.arange(L)
+    holds = np.searchsorted(b, mem, side="right")  # device k holds blocks l <= holds[k]
+    sample = (
+        np.arange(K) if K <= 2 * SAMPLE_ROWS else np.linspace(0, K - 1, SAMPLE_ROWS, dtype=np.intp)
+    )
+    bound = order_statistics(
+        np.where(depth < holds[sample, None], J[sample] + comm[sample, None], np.inf)
+    )
+    # Full pass: every memory-feasible entry at or under its column's bound.
+    flat, value = [], []
+    for k0 in range(0, K, CHUNK_ROWS):
+        T = J[k0 : k0 + CHUNK_ROWS] + comm[k0 : k0 + CHUNK_ROWS, None]  # latency_matrix rows
+        hit = np.flatnonzero(T <= bound)
+        flat.append(hit + k0 * L)
+        value.append(T.ravel()[hit])
+    k, l = np.divmod(np.concatenate(flat), L)
+    v = np.concatenate(value)
+    feasible = l < holds[k]
+    k, l, v = k[feasible], l[feasible], v[feasible]
+    order = np.lexsort((k, v, l))  # by depth, then latency, then device
+    k, l, v = k[order], l[order], v[order]
+    start = np.searchsorted(l, depth)
+    need = L - depth  # blocks l..L need L-l+1 devices able to take block l
+    if (np.diff(np.r_[start, l.size]) < need).any():
         return None
-    cost = np.where(mem[candidates, None] >= b, J[candidates] + comm[candidates, None], np.inf)
-    value = monotone_bottleneck_value(cost)
-    if not np.isfinite(value):
-        return None
-    return candidates[prefix_assignment(cost <= value)]
+    # The optimum is max_l v[start + need - 1]. The device sets under it are nested: place
+    # blocks deepest first, each on a free device among the ``L-l+1`` cheapest for it (all
+    # within the optimum; the deeper blocks took at most ``L-l`` of them).
+    assignment = np.empty(L, dtype=np.intp)
+    used: set[int] = set()
+    for j in depth[::-1]:
+        device = next(int(d) for d in k[start[j] : start[j] + need[j]] if int(d) not in used)
+        assignment[j] = device
+        used.add(device)
+    return assignment
+
+
+def order_statistics(cost: FloatArray) -> FloatArray:
+    """The ``(L-l+1)``-th smallest entry of each column ``l`` of a ``(K, L)`` matrix.
+
+    ``inf`` where a column has fewer finite entries than that. With non-decreasing rows and
+    ``inf`` for forbidden pairs, the maximum of these is the optimal bottleneck value (the
+    least threshold at which Hall's condition holds for every depth).
+    """
+    K, L = cost.shape
+    if K < L:
+        return np.full(L, np.inf)
+    columns = np.ascontiguousarray(cost.T)
+    smallest = np.partition(columns, L - 1, axis=1)[:, :L] if K > L else columns
+    smallest = np.sort(smallest, axis=1)
+    depth = np.arange(L)
+    return smallest[depth, L - 1 - depth]
 
 
 def monotone_bottleneck_value(cost: FloatArray) -> float:
-    """Optimal bottleneck value of a ``(K, L)`` cost matrix with non-decreasing rows.
-
-    ``inf`` marks forbidden pairs (a forbidden pair is followed only by forbidden pairs in its
-    row). Returns ``max_l`` of the ``(L-l+1)``-th smallest entry of column ``l``: the least
-    threshold at which Hall's condition holds for every depth; ``inf`` if none does.
-    """
-    K, L = cost.shape
-    smallest = np.partition(cost, np.arange(L), axis=0) if K > L else np.sort(cost, axis=0)
-    depth = np.arange(L)
-    return float(smallest[L - 1 - depth, depth].max())
-
-
-def prefix_assignment(allowed: NDArray[np.bool_]) -> NDArray[np.intp]:
-    """Assignment (13) of the paper for nested (prefix) device sets.
-
-    ``allowed[k]`` must be a prefix ``{1, ..., s_k}`` of the blocks that satisfies Hall's
-    condition. Devices are sorted by ``s_k`` (ties by index); the ``i``-th largest takes
-    block ``L - i``, so the deepest block goes to the device that can take the most.
-    """
-    L = allowed.shape[1]
-    counts = allowed.sum(axis=1)
-    order = np.argsort(-counts, kind="stable")[:L]
-    return order[::-1].astype(np.intp)
+    """Optimal bottleneck value of a ``(K, L)`` cost matrix with non-decreasing rows
+    (``inf`` = forbidden, only ever followed by ``inf`` in its row); ``inf`` if none."""
+    return float(order_statistics(cost).max())
 
 
 def bottleneck_assignment(cost: FloatArray) -> tuple[float, NDArray[np.intp], int] | None:
@@ -137,9 +167,6 @@ def bottleneck_assignment(cost: FloatArray) -> tuple[float, NDArray[np.intp], in
         The optimal bottleneck value, the row of each column, and the number of matching
         tests; ``None`` if no assignment avoids forbidden pairs.
     """
-    from scipy.sparse import csr_array
-    from scipy.sparse.csgraph import maximum_bipartite_matching
-
     K, L = cost.shape
     rows = np.unique(np.argpartition(cost, L - 1, axis=0)[:L]) if K > L else np.arange(K)
     sub = cost[rows].T  # (L, C): blocks x candidate devices

@@ -37,9 +37,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
 
 from loladeft.allocation.bottleneck import bottleneck_assignment, monotone_bottleneck_value
-from loladeft.allocation.jbba import candidate_devices, equalized_deadline, equalizing_bandwidth
+from loladeft.allocation.jbba import equalized_deadline, equalizing_bandwidth
+from loladeft.allocation.matching import candidate_devices
 from loladeft.allocation.memory import memory_infeasibility
 from loladeft.allocation.result import Solution
 from loladeft.system.instance import Instance
@@ -66,8 +68,6 @@ def solve_jbba_dual(
     tol
         Stop once the relative duality gap is below ``tol``.
     """
-    from scipy.optimize import linear_sum_assignment
-
     if memory_infeasibility(instance) is not None:
         return None
     J, r, S, B = instance.J, instance.spectral_efficiency, instance.block_bits, instance.bandwidth
@@ -135,8 +135,6 @@ def solve_jbba_dual(
 
 def _sparsified_hungarian(cost: FloatArray, monotone: bool) -> NDArray[np.intp]:
     """Minimum-weight perfect matching among the pairs CRUNCH keeps (Sec. V-C)."""
-    from scipy.optimize import linear_sum_assignment
-
     if monotone:
         threshold = monotone_bottleneck_value(cost)
     else:

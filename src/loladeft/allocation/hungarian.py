@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from loladeft.allocation.result import Solution, equal_split
 from loladeft.system.instance import Instance
@@ -19,8 +20,6 @@ from loladeft.system.instance import Instance
 
 def solve_ba_hungarian(instance: Instance, **_: Any) -> Solution | None:
     """Scheme ``ba-hungarian``: linear threshold search with Hungarian feasibility tests."""
-    from scipy.optimize import linear_sum_assignment
-
     T = instance.latency_matrix()
     ok = instance.memory_ok.T  # (L, K): blocks x devices
     thresholds = np.sort(T, axis=None)[::-1]  # Step 1

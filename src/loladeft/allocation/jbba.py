@@ -17,7 +17,7 @@ needs no more than ``B`` in total, i.e. iff ``g(T) <= B`` where
 .. math:: g(T) = \\min_{α} \\sum_l w_{α(l), l}(T)
 
 is a *linear* assignment problem for fixed ``T`` (Hungarian / shortest augmenting paths,
-``scipy.optimize.linear_sum_assignment``). Each ``w`` is continuous and strictly decreasing
+:func:`.matching.min_cost_assignment`). Each ``w`` is continuous and strictly decreasing
 in ``T`` on ``(J[k, l], ∞)``, so ``g`` is too, and the optimum of P2 is the unique root
 ``T* = min{T : g(T) <= B}``, attained with the bandwidth ``B_k = w_{k,l}(T*)`` that
 *equalises* every scheduled device's latency at ``T*`` (Lemma 1's compensation, exactly).
@@ -51,6 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from loladeft.allocation.bottleneck import solve_ba
+from loladeft.allocation.matching import candidate_devices, min_cost_assignment
 from loladeft.allocation.result import Solution
 from loladeft.system.instance import Instance
 
@@ -59,8 +60,6 @@ FloatArray = NDArray[np.float64]
 
 def solve_jbba(instance: Instance, *, max_iter: int = 100, **_: Any) -> Solution | None:
     """Scheme ``jbba``: the optimal block assignment and bandwidth split of P2."""
-    from scipy.optimize import linear_sum_assignment
-
     start = solve_ba(instance)
     if start is None:
         return None
@@ -76,7 +75,7 @@ def solve_jbba(instance: Instance, *, max_iter: int = 100, **_: Any) -> Solution
         need = required_bandwidth(instance, deadline)  # (K, L), inf where impossible
         rows = candidate_devices(need)
         sub = need[rows].T  # (L, C)
-        _, cols = linear_sum_assignment(sub)
+        cols = min_cost_assignment(sub)
         if sub[blocks, cols].sum() >= B * (1 - 1e-12):
             converged = True  # g(T) = B: no matching meets an earlier deadline
             break
@@ -103,41 +102,46 @@ def required_bandwidth(instance: Instance, deadline: float) -> FloatArray:
     return np.where(possible, need, np.inf)
 
 
-def candidate_devices(cost: FloatArray) -> NDArray[np.intp]:
-    """Rows that can appear in some min-cost assignment: each column's ``L`` cheapest."""
-    K, L = cost.shape
-    if K <= 2 * L:
-        return np.arange(K)
-    return np.unique(np.argpartition(cost, L - 1, axis=0)[:L])
-
-
 def equalized_deadline(J: FloatArray, r: FloatArray, S: float, B: float) -> float:
     """Latency of a fixed matching under its optimal bandwidth split.
 
-    Solves ``Σ_i S / (r_i (T - J_i)) = B`` for ``T > max J`` (the left side decreases
-    strictly from ``+inf`` to 0), i.e. the deadline every scheduled device meets exactly.
+    Solves ``f(T) = Σ_i S / (r_i (T - J_i)) - B = 0`` for ``T > max J``. ``f`` is convex
+    and strictly decreasing there, so Newton's method started left of the root (where
+    ``f >= 0``) stays left of it and increases monotonically to it: each tangent lies below
+    the convex ``f``, so its zero cannot pass the root. Iterates stop when they stop moving
+    (machine precision), at most 200 steps.
     """
-    from scipy.optimize import brentq
-
+    inv = S / r  # w_i = inv_i / (T - J_i)
     top = float(J.max())
-    inv = S / r  # bits per (bit/s/Hz): w_i = inv_i / (T - J_i)
-
-    def excess(T: float) -> float:
-        return float((inv / (T - J)).sum()) - B
-
-    lo = top + float(inv[J == top].max()) / B  # that device alone already needs B
-    hi = top + float(inv.sum()) / B  # every device gets at least its share
-    if excess(lo) <= 0:
-        return lo
-    return brentq(excess, lo, hi, xtol=1e-15 * hi, rtol=4 * np.finfo(float).eps)
+    T = top + float(inv[J == top].max()) / B  # that device alone already needs B: f(T) >= 0
+    for _ in range(200):
+        gap = T - J
+        f = float((inv / gap).sum()) - B
+        if f <= 0:
+            return T
+        step = f / float((inv / gap**2).sum())  # -f / f'(T)
+        if T + step == T:
+            return T
+        T += step
+    return T
 
 
 def equalizing_bandwidth(
     J: FloatArray, r: FloatArray, S: float, B: float, deadline: float
 ) -> FloatArray:
-    """``B_i = S / (r_i (T - J_i))``, scaled down if rounding pushed the sum above ``B``."""
+    """``B_i = S / (r_i (T - J_i))``: every device finishes exactly at ``T``.
+
+    ``T`` is a float, so the sum can exceed ``B`` by a rounding residue. The residue is taken
+    from the devices in proportion to ``-dB_i/dT = r_i B_i^2 / S`` (a first-order move of the
+    common deadline), which delays every device by the same ~1 ulp; scaling all ``B_i`` alike
+    would instead delay a device whose latency is all upload by the residue's relative size.
+    """
     bandwidth = S / (r * (deadline - J))
-    total = bandwidth.sum()
-    if total > B:
-        bandwidth *= B / total
+    excess = bandwidth.sum() - B
+    if excess > 0:
+        slope = r * bandwidth**2 / S
+        bandwidth -= excess * slope / slope.sum()
+        total = bandwidth.sum()
+        if total > B:
+            bandwidth *= B / total
     return bandwidth

@@ -40,12 +40,12 @@ def _array(name: str, value: Any, ndim: int) -> NDArray[np.float64]:
     else:
         if isinstance(value, (str, bytes, Mapping)) or value is None:
             raise InvalidInstanceError(name, f"must be a list of numbers, got {_kind(value)}")
+        if _has_bool(value):
+            raise InvalidInstanceError(name, "must hold numbers, found a boolean")
         try:
             arr = np.array(value, dtype=float)
         except (ValueError, TypeError) as exc:
             raise InvalidInstanceError(name, _coerce_problem(value, ndim, exc)) from None
-        if isinstance(value, list) and _has_bool(value):
-            raise InvalidInstanceError(name, "must hold numbers, found a boolean")
     if arr.ndim != ndim:
         shape = "a list of numbers" if ndim == 1 else "a list of equal-length lists of numbers"
         raise InvalidInstanceError(name, f"must be {shape} (got {arr.ndim} dimension(s))")
@@ -55,11 +55,18 @@ def _array(name: str, value: Any, ndim: int) -> NDArray[np.float64]:
     return arr
 
 
-def _has_bool(value: list[Any]) -> bool:
-    first = value[0] if value else None
-    if isinstance(first, list):
-        return any(_has_bool(row) for row in value if isinstance(row, list))
-    return any(isinstance(v, bool) for v in value)
+def _has_bool(value: Any) -> bool:
+    """Whether ``value`` (an array or nested sequence) holds booleans, which numpy would
+    silently turn into 0 and 1."""
+    if isinstance(value, np.ndarray):
+        return value.dtype == np.bool_ or (
+            value.dtype == object and any(_has_bool(v) for v in value.ravel())
+        )
+    if isinstance(value, (bool, np.bool_)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_bool(v) for v in value)
+    return False
 
 
 def _coerce_problem(value: Any, ndim: int, exc: Exception) -> str:
