@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
+from loladeft.allocation.matching import cheapest_per_column, order_statistics
 from loladeft.allocation.result import Solution, equal_split
 from loladeft.system.instance import Instance
 from loladeft.system.latency import upload_latency
@@ -73,20 +74,11 @@ def solve_ba(instance: Instance, **_: Any) -> Solution | None:
     return equal_split(instance, assignment, iterations=searches)
 
 
-#: Rows sampled to bound each column's order statistic before the full scan.
-SAMPLE_ROWS = 8192
-#: Rows per chunk of the full scan (keeps the chunk's latencies in cache).
-CHUNK_ROWS = 4096
-
-
 def _monotone_assignment(instance: Instance) -> NDArray[np.intp] | None:
     """Depth-count solution of P1 on a monotone instance (module docstring).
 
-    Column ``l`` only matters through its ``(L-l+1)`` smallest memory-feasible entries.
-    They are found in one chunked pass over ``J``: a sample of rows gives, per column, an
-    upper bound on that order statistic (a subset's k-th smallest is never below the whole
-    set's), the pass keeps only entries under the bounds, and an exact selection on those
-    few gives the optimum and the devices that attain it.
+    Column ``l`` only matters through its ``L-l+1`` smallest memory-feasible entries,
+    found in one chunked pass (:func:`.matching.cheapest_per_column`).
     """
     J, b, mem = instance.J, instance.block_memory, instance.device_memory
     K, L = J.shape
@@ -95,62 +87,33 @@ def _monotone_assignment(instance: Instance) -> NDArray[np.intp] | None:
     )
     depth = np.arange(L)
     holds = np.searchsorted(b, mem, side="right")  # device k holds blocks l <= holds[k]
-    sample = (
-        np.arange(K) if K <= 2 * SAMPLE_ROWS else np.linspace(0, K - 1, SAMPLE_ROWS, dtype=np.intp)
-    )
-    bound = order_statistics(
-        np.where(depth < holds[sample, None], J[sample] + comm[sample, None], np.inf)
-    )
-    # Full pass: every memory-feasible entry at or under its column's bound.
-    flat, value = [], []
-    for k0 in range(0, K, CHUNK_ROWS):
-        T = J[k0 : k0 + CHUNK_ROWS] + comm[k0 : k0 + CHUNK_ROWS, None]  # latency_matrix rows
-        hit = np.flatnonzero(T <= bound)
-        flat.append(hit + k0 * L)
-        value.append(T.ravel()[hit])
-    k, l = np.divmod(np.concatenate(flat), L)
-    v = np.concatenate(value)
-    feasible = l < holds[k]
-    k, l, v = k[feasible], l[feasible], v[feasible]
-    order = np.lexsort((k, v, l))  # by depth, then latency, then device
-    k, l, v = k[order], l[order], v[order]
-    start = np.searchsorted(l, depth)
+
+    def latency_rows(rows: NDArray[np.intp] | slice) -> FloatArray:
+        T = J[rows] + comm[rows, None]  # rows of instance.latency_matrix(), bit for bit
+        return np.where(depth < holds[rows, None], T, np.inf)
+
     need = L - depth  # blocks l..L need L-l+1 devices able to take block l
-    if (np.diff(np.r_[start, l.size]) < need).any():
+    best = cheapest_per_column(latency_rows, K, L, need)
+    if (best.count < need).any():
         return None
-    # The optimum is max_l v[start + need - 1]. The device sets under it are nested: place
-    # blocks deepest first, each on a free device among the ``L-l+1`` cheapest for it (all
-    # within the optimum; the deeper blocks took at most ``L-l`` of them).
+    # The optimum is max_l of column l's (L-l+1)-th smallest entry. Under it the device sets
+    # are nested: place blocks deepest first, each on a free device among the L-l+1
+    # cheapest for it (all within the optimum; deeper blocks took at most L-l of them).
     assignment = np.empty(L, dtype=np.intp)
     used: set[int] = set()
     for j in depth[::-1]:
-        device = next(int(d) for d in k[start[j] : start[j] + need[j]] if int(d) not in used)
-        assignment[j] = device
-        used.add(device)
+        run = best.row[best.start[j] : best.start[j] + need[j]]
+        assignment[j] = next(int(k) for k in run if int(k) not in used)
+        used.add(int(assignment[j]))
     return assignment
-
-
-def order_statistics(cost: FloatArray) -> FloatArray:
-    """The ``(L-l+1)``-th smallest entry of each column ``l`` of a ``(K, L)`` matrix.
-
-    ``inf`` where a column has fewer finite entries than that. With non-decreasing rows and
-    ``inf`` for forbidden pairs, the maximum of these is the optimal bottleneck value (the
-    least threshold at which Hall's condition holds for every depth).
-    """
-    K, L = cost.shape
-    if K < L:
-        return np.full(L, np.inf)
-    columns = np.ascontiguousarray(cost.T)
-    smallest = np.partition(columns, L - 1, axis=1)[:, :L] if K > L else columns
-    smallest = np.sort(smallest, axis=1)
-    depth = np.arange(L)
-    return smallest[depth, L - 1 - depth]
 
 
 def monotone_bottleneck_value(cost: FloatArray) -> float:
     """Optimal bottleneck value of a ``(K, L)`` cost matrix with non-decreasing rows
-    (``inf`` = forbidden, only ever followed by ``inf`` in its row); ``inf`` if none."""
-    return float(order_statistics(cost).max())
+    (``inf`` = forbidden, only ever followed by ``inf`` in its row): the least threshold at
+    which Hall's condition holds for every depth; ``inf`` if none does."""
+    L = cost.shape[1]
+    return float(order_statistics(cost, L - np.arange(L)).max())
 
 
 def bottleneck_assignment(cost: FloatArray) -> tuple[float, NDArray[np.intp], int] | None:

@@ -1,4 +1,4 @@
-"""Assignment primitives shared by the schedulers (blocks are rows, devices columns).
+"""Assignment primitives shared by the schedulers.
 
 The minimum-cost assignment uses SciPy's sparse LAPJVsp solver
 (:func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching`), exact like
@@ -8,34 +8,35 @@ The minimum-cost assignment uses SciPy's sparse LAPJVsp solver
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 FloatArray = NDArray[np.float64]
+#: A ``(K, L)`` cost matrix given by rows on demand: ``cost_rows(rows) -> cost[rows]``.
+RowCost = Callable[[NDArray[np.intp] | slice], FloatArray]
 
 
-def min_cost_assignment(cost: FloatArray) -> NDArray[np.intp]:
-    """Column of each row in a minimum-cost assignment of all rows to distinct columns.
+def min_cost_assignment(edges: ColumnMinima, K: int) -> NDArray[np.intp]:
+    """Minimum-cost assignment of every column (block) of a sparse cost matrix to a distinct
+    row (device): the row of each column.
 
-    Parameters
-    ----------
-    cost
-        ``(L, C)`` costs with ``L <= C``; ``inf`` marks a forbidden pair. At least one
-        assignment avoiding forbidden pairs must exist.
+    ``edges`` lists the allowed pairs, e.g. each block's ``L`` cheapest devices (enough for
+    an optimal assignment, see :func:`candidate_devices`). A complete assignment must exist.
     """
-    finite = np.isfinite(cost)
-    # Every row is matched exactly once, so a per-row shift leaves the optimum unchanged;
-    # shift to >= 1 because the sparse solver cannot store zero weights.
-    shifted = cost - np.min(cost, axis=1, keepdims=True) + 1.0
-    rows, cols = np.nonzero(finite)  # row-major order: already CSR order
-    indptr = np.zeros(cost.shape[0] + 1, dtype=np.int32)
-    np.cumsum(finite.sum(axis=1), out=indptr[1:])
-    graph = csr_array((shifted[rows, cols], cols.astype(np.int32), indptr), shape=cost.shape)
-    r, c = min_weight_full_bipartite_matching(graph)
-    out = np.empty(cost.shape[0], dtype=np.intp)
-    out[r] = c
+    L = edges.start.size
+    # Every block is matched exactly once, so a per-block shift leaves the optimum
+    # unchanged; shift to >= 1 because the sparse solver cannot store zero weights.
+    weight = edges.cost - edges.cost[edges.start][edges.column] + 1.0
+    indptr = np.r_[edges.start, edges.row.size].astype(np.int32)
+    graph = csr_array((weight, edges.row.astype(np.int32), indptr), shape=(L, K))
+    blocks, devices = min_weight_full_bipartite_matching(graph)
+    out = np.empty(L, dtype=np.intp)
+    out[blocks] = devices
     return out
 
 
@@ -50,3 +51,75 @@ def candidate_devices(cost: FloatArray) -> NDArray[np.intp]:
     if K <= 2 * L:
         return np.arange(K)
     return np.unique(np.argpartition(cost, L - 1, axis=0)[:L])
+
+
+#: Rows sampled to bound each column's order statistic before the full scan.
+SAMPLE_ROWS = 8192
+#: Rows per chunk of the full scan (keeps a chunk's costs in cache).
+CHUNK_ROWS = 4096
+
+
+class ColumnMinima(NamedTuple):
+    """The cheapest entries of each column of a ``(K, L)`` cost matrix, as flat arrays
+    sorted by column, then cost, then row; column ``j``'s run starts at ``start[j]`` and
+    holds ``count[j]`` finite entries."""
+
+    row: NDArray[np.intp]
+    column: NDArray[np.intp]
+    cost: FloatArray
+    start: NDArray[np.intp]
+    count: NDArray[np.intp]
+
+
+def cheapest_per_column(
+    cost_rows: RowCost,
+    K: int,
+    L: int,
+    keep: NDArray[np.intp],
+) -> ColumnMinima:
+    """The ``keep[j]`` cheapest finite entries of every column ``j`` of a ``(K, L)`` matrix.
+
+    ``cost_rows(rows)`` returns the matrix rows ``rows`` (``inf`` = forbidden), so the
+    matrix is never held whole: a sample of rows bounds each column's ``keep[j]``-th
+    smallest from above (a subset's order statistic is never below the full set's), one
+    chunked pass keeps the entries under the bounds, and an exact selection finishes.
+    ``O(K L)`` with a small constant; ties are broken by row index.
+    """
+    depth = np.arange(L)
+    if K <= 2 * SAMPLE_ROWS:
+        whole = cost_rows(slice(0, K))
+        chunks = [(0, whole)]
+        bound = order_statistics(whole, keep)
+    else:
+        sample = np.linspace(0, K - 1, SAMPLE_ROWS, dtype=np.intp)
+        bound = order_statistics(cost_rows(sample), keep)
+        chunks = (
+            (k0, cost_rows(slice(k0, min(K, k0 + CHUNK_ROWS)))) for k0 in range(0, K, CHUNK_ROWS)
+        )
+    flat, value = [], []
+    for k0, block in chunks:
+        hit = np.flatnonzero((block <= bound) & np.isfinite(block))
+        flat.append(hit + k0 * L)
+        value.append(block.ravel()[hit])
+    row, column = np.divmod(np.concatenate(flat), L)
+    cost = np.concatenate(value)
+    order = np.lexsort((row, cost, column))
+    row, column, cost = row[order], column[order], cost[order]
+    start = np.searchsorted(column, depth)
+    count = np.minimum(np.diff(np.r_[start, column.size]), keep)
+    kept = np.concatenate([np.arange(s, s + c) for s, c in zip(start, count, strict=True)])
+    start = np.r_[0, np.cumsum(count)[:-1]].astype(np.intp)
+    return ColumnMinima(row[kept], column[kept], cost[kept], start, count)
+
+
+def order_statistics(cost: FloatArray, rank: NDArray[np.intp]) -> FloatArray:
+    """The ``rank[j]``-th smallest entry of each column ``j`` (``inf`` if there are fewer)."""
+    K, L = cost.shape
+    top = int(rank.max())
+    if K < top:
+        cost = np.vstack([cost, np.full((top - K, L), np.inf)])
+    columns = np.ascontiguousarray(cost.T)
+    if columns.shape[1] > top:
+        columns = np.partition(columns, top - 1, axis=1)[:, :top]
+    smallest = np.sort(columns, axis=1)
+    return smallest[np.arange(L), rank - 1]
