@@ -17,11 +17,11 @@ closed-form,
 
 the ``(L-l+1)``-th smallest memory-feasible entry of column ``l``, maximised over ``l``,
 and assignment (13) realises it: sort devices by ``s_k(T^*)`` and give the deepest block to
-the device with the largest count. Only devices whose *cheapest* pair beats an upper bound
-(the ``L``-th best cost of the deepest block) can matter, so after one pass over two columns
-the work is on a small candidate set: ``O(K + C L log L)`` for ``C`` candidates, against the
-paper's ``O(K^2 L)`` for CRUNCH (Alg. 2) and ``O(K L max(K, L)^3)`` for the linear search
-with Hungarian checks (Sec. IV-A).
+the device with the largest count (equivalently: place blocks deepest first, each on any
+free device under ``T^*``). Each column's few smallest entries come from one chunked pass over
+``J`` (:func:`.matching.cheapest_per_column`), so ``ba`` costs ``O(K L)`` with a small
+constant, against the paper's ``O(K^2 L)`` for CRUNCH (Alg. 2) and ``O(K L max(K, L)^3)``
+for the linear search with Hungarian checks (Sec. IV-A).
 
 General instances
 -----------------
@@ -48,7 +48,11 @@ from numpy.typing import NDArray
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
-from loladeft.allocation.matching import cheapest_per_column, order_statistics
+from loladeft.allocation.matching import (
+    candidate_devices,
+    cheapest_per_column,
+    order_statistics,
+)
 from loladeft.allocation.result import Solution, equal_split
 from loladeft.system.instance import Instance
 from loladeft.system.latency import upload_latency
@@ -130,8 +134,7 @@ def bottleneck_assignment(cost: FloatArray) -> tuple[float, NDArray[np.intp], in
         The optimal bottleneck value, the row of each column, and the number of matching
         tests; ``None`` if no assignment avoids forbidden pairs.
     """
-    K, L = cost.shape
-    rows = np.unique(np.argpartition(cost, L - 1, axis=0)[:L]) if K > L else np.arange(K)
+    rows = candidate_devices(cost)
     sub = cost[rows].T  # (L, C): blocks x candidate devices
     values = np.unique(sub[np.isfinite(sub)])
     searches = 0
