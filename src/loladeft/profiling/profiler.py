@@ -376,8 +376,8 @@ def build_model(
     else:
         with _quiet():
             model = auto.from_pretrained(spec.path, config=spec.config, **kwargs)
-    if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = 0
+    if not spec.causal and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = 0  # sequence classification needs one for batches > 1
     blocks = find_blocks(model)
     check_targets(blocks, lora_targets)
     config = LoraConfig(
@@ -658,7 +658,9 @@ def profile_model(
             ana_flops = ana_bytes = None
     depths: list[DepthCost] = []
     for depth in range(1, n_blocks + 1):
-        m = measure_depth(net, lora, depth, data, repeats=repeats if timing else 0)
+        m = _guarded(
+            spec, meta, measure_depth, net, lora, depth, data, repeats=repeats if timing else 0
+        )
         depths.append(
             DepthCost(
                 depth=depth,
@@ -678,7 +680,9 @@ def profile_model(
         )
         if progress is not None:
             progress(depth, n_blocks)
-    full = measure_depth(net, lora, None, data, repeats=repeats if timing else 0)
+    full = _guarded(
+        spec, meta, measure_depth, net, lora, None, data, repeats=repeats if timing else 0
+    )
     elapsed = time.perf_counter() - t0
     single = single_device_memory(
         weight_bytes=weight_bytes,
@@ -747,6 +751,18 @@ def profile_model(
             "seed": seed,
         },
     )
+
+
+def _guarded(spec: ModelSpec, meta: bool, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """Run ``fn``; turn a failure of the model's own forward/backward code into one line."""
+    try:
+        return fn(*args, **kw)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
+        where = "on the meta device (try without --no-timing)" if meta else "on this host"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ProfilerInputError(
+            f"model: {spec.name} could not run a step {where}: {first[:200]}"
+        ) from None
 
 
 def single_device_memory(
