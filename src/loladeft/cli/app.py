@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from loladeft.cli import profile, simulate, solve
+from loladeft.cli import profile, reproduce, simulate, solve, train
 
 app = typer.Typer(
     name="loladeft",
@@ -29,6 +29,8 @@ def _root() -> None:
 app.command("solve")(solve.solve)
 app.command("simulate")(simulate.simulate)
 app.command("profile")(profile.profile)
+app.command("train")(train.train)
+app.command("reproduce")(reproduce.reproduce)
 
 
 def main() -> None:

@@ -1,0 +1,102 @@
+"""The simulated edge clock of a fine-tuning run: per-round device states and schedules.
+
+Every round ``n`` draws the devices' state afresh from the scenario model of Sec. VI-A
+(:class:`loladeft.system.scenario.Scenario`: compute factors, memory ``U[1, 6]`` GB, Rayleigh
+fading) with a generator seeded by ``(seed, n)`` only. The states of round ``n`` are therefore
+the same in every run with the same seed, whatever the scheme, the mode or a resume: runs of
+different schemes are compared on common random numbers, and the shared-trajectory mode can
+replay one training run on every scheme's clock.
+
+Per-block costs come from the profile of the model being trained
+(:func:`loladeft.profiling.profile.load_profile`), adjusted to the run:
+
+* ``d(l)``: the profile's FLOPs scaled by ``batch / profile.batch`` (matmul FLOPs are linear
+  in the batch), on the reference device;
+* ``b(l)``: weights + activations (scaled the same way) + the block's LoRA parameters and
+  gradients, plus the classification head's parameters and gradient;
+* ``S``: **the LoRA parameters of one block plus the classification head's parameters**,
+  32 bits each, counted on the model actually trained. Every scheduled device uploads its
+  block's gradient *and* its gradient of the head (the head sits above every block, so every
+  device's backward pass reaches it at no extra cost); the server averages the ``L`` head
+  gradients. The upload size is thus the same for every block, as the paper's model assumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from loladeft.allocation.registry import solve
+from loladeft.allocation.result import AllocationResult
+from loladeft.exceptions import LoladeftError
+from loladeft.system.scenario import BlockCosts, Scenario
+
+#: Key mixed into the round seed of the device-state draws.
+_STATES = 0x5CE7
+#: Key mixed into the seed of randomised schemes.
+_SCHEME = 0x5C4E
+
+
+class ClockError(LoladeftError, ValueError):
+    """The scenario or profile behind the clock cannot be used for this run."""
+
+
+@dataclass(frozen=True)
+class ModelCounts:
+    """Sizes counted on the model being trained."""
+
+    num_blocks: int
+    lora_params_per_block: int
+    head_params: int
+    bits_per_param: int = 32
+
+    @property
+    def block_bits(self) -> float:
+        """``S``: one block's LoRA gradient plus the head's gradient, in bits."""
+        return float((self.lora_params_per_block + self.head_params) * self.bits_per_param)
+
+
+def block_costs(profile: Any, counts: ModelCounts, batch: int) -> BlockCosts:
+    """The run's :class:`BlockCosts` from a profile (see the module docstring).
+
+    Raises
+    ------
+    ClockError
+        The profile has a different number of blocks than the model.
+    """
+    base = BlockCosts.from_profile(profile)
+    if base.num_blocks != counts.num_blocks:
+        raise ClockError(
+            f"profile: {base.model} has {base.num_blocks} blocks but the model trained has "
+            f"{counts.num_blocks}; pass the profile of this model (loladeft profile --model ...)"
+        )
+    scale = batch / float(profile.batch)
+    act = np.array([d.activation_bytes for d in profile.depths]) * scale
+    weights = np.array([d.weight_bytes for d in profile.depths])
+    lora_bytes = np.array([d.block_param_bytes for d in profile.depths])
+    head_bytes = 2 * 4 * counts.head_params  # parameters + gradient, fp32
+    memory = weights + act + lora_bytes + head_bytes
+    flops = base.flops * scale
+    flops.flags.writeable = False
+    memory.flags.writeable = False
+    return BlockCosts(base.model, flops, memory, counts.block_bits)
+
+
+@dataclass(frozen=True, eq=False)
+class Clock:
+    """Device states and schedules of every round of a run (see the module docstring)."""
+
+    scenario: Scenario
+    seed: int
+
+    def instance(self, round_index: int) -> Any:
+        """The scheduling instance of round ``round_index`` (1-based)."""
+        rng = np.random.default_rng([self.seed, _STATES, round_index])
+        return self.scenario.sample(1, rng).instance(0)
+
+    def schedule(self, round_index: int, scheme: str, instance: Any = None) -> AllocationResult:
+        """Solve round ``round_index`` with ``scheme`` (randomised schemes seeded per round)."""
+        inst = self.instance(round_index) if instance is None else instance
+        return solve(inst, scheme, seed=np.random.default_rng([self.seed, _SCHEME, round_index]))

