@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the per-depth cost profiles shipped in src/loladeft/data/ (issue 4).
 #
-#   roberta-base.json  the paper's setting (Sec. VI-A): RoBERTa-base (RobertaConfig(), no
+#   roberta-base.json  the paper's setting (Sec. VI-A): RoBERTa-base (its config only, no
 #                      weights needed), fp32, batch 32, seq 128, LoRA r=8 on query+value, train
 #                      mode. FLOPs and saved-activation bytes are counted on the meta device
 #                      (--no-timing): they depend only on shapes, so no weights or steps are run.

@@ -87,3 +87,15 @@ def test_profile_is_frozen() -> None:
     with pytest.raises(AttributeError):
         p.batch = 3  # type: ignore[misc]
     assert isinstance(p, Profile)
+
+
+@pytest.mark.parametrize("name", ["roberta-base", "minilm"])
+def test_shipped_profiles_agree_with_analytic(name: str) -> None:
+    # the shipped files are measured by `loladeft profile`; the closed form must reproduce them
+    shipped = load_profile(name)
+    ana = analytic_profile(name)
+    np.testing.assert_array_equal(shipped.flops, ana.flops)
+    np.testing.assert_array_equal(shipped.activation_bytes, ana.activation_bytes)
+    np.testing.assert_array_equal(shipped.weight_bytes, ana.weight_bytes)
+    np.testing.assert_array_equal(shipped.block_param_bytes, ana.block_param_bytes)
+    assert shipped.block_bits == ana.block_bits

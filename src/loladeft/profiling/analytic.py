@@ -66,10 +66,12 @@ linearly in depth, as in the paper's Fig. 4(a):
     b_\text{act}(l) = A_\text{head} + (l - 1) A_\text{block} + A_\text{part}.
 
 These counts model PyTorch's autograd with eager attention (``attn_implementation="eager"``)
-exactly, which the tests check against :func:`torch.autograd.graph.saved_tensors_hooks`;
-fused attention kernels (SDPA/flash) keep less. The decoder variant (pre-norm RMSNorm, rotary
-embeddings, gated MLP, causal LM head) is a model of the same kind whose activation count is
-approximate (rotary tables and RMSNorm temporaries are simplified), flagged in its output.
+exactly (torch 2.13, transformers 5.x, peft 0.21), which the tests check against
+:func:`torch.autograd.graph.saved_tensors_hooks`; fused attention kernels (SDPA/flash) keep
+less. With a half-precision model, peft's fp32 adapters cast their input to fp32 once per
+target, so each target keeps its own ``4 T d_in`` copy and a ``4 T r`` output. The decoder
+variant (Llama: pre-norm RMSNorm, rotary embeddings, gated SiLU MLP, causal LM head) is counted
+term by term in :func:`_decoder_block_bytes`, with the rotary tables once per step.
 
 References
 ----------
@@ -269,6 +271,7 @@ class _Step:
     p: int
     targets: tuple[str, ...] = field(default=())
     mask_bytes: int | None = None
+    lora_bytes: int = 4
 
     @property
     def m(self) -> int:
@@ -404,13 +407,16 @@ def block_activation_bytes(
         "ffn_out": "act",
     }
     width = {"x": h, "ctx": h, "h1": h, "act": i}
+    # fp32 adapters on a half-precision model (peft's default) cast their input to fp32 per
+    # target: one fp32 copy each, nothing shared
+    q = st.lora_bytes
     seen: set[str] = set()
     for name in train:
         src = lora_inputs[name]
-        if src not in seen:
+        if src not in seen or q != p:
             seen.add(src)
-            total += p * t * width[src]
-        total += p * t * r
+            total += q * t * width[src]
+        total += q * t * r
     if shape.kind == "decoder":
         return total + _decoder_block_bytes(st, rg)
     # attention products (bmm keeps copies of its operands)
@@ -437,7 +443,15 @@ def block_activation_bytes(
 
 
 def _decoder_block_bytes(st: _Step, rg: dict[str, bool]) -> int:
-    """Approximate saved bytes of a Llama-style block (see the module docstring)."""
+    """Saved bytes of a Llama-style block (Hugging Face ``LlamaDecoderLayer``, eager attention).
+
+    RMSNorm keeps its float32 input and reciprocal root mean square (``4 T H + 4 T``); the
+    attention products keep copies of the rotated Q/K and of V (``p T H`` each); softmax runs in
+    float32 and keeps its output (``4 a b s^2``), and ``P V`` keeps the probabilities cast back to
+    the model's type (the same tensor in fp32); the gated MLP keeps the SiLU input, the SiLU
+    output and the up projection (``p T I`` each). The rotary tables are counted once per step
+    by :func:`depth_activation_bytes`. Exact for fp32; bf16/fp16 are modelled the same way.
+    """
     t, h, i, p, s, a = (
         st.tokens,
         st.shape.hidden,
@@ -446,30 +460,37 @@ def _decoder_block_bytes(st: _Step, rg: dict[str, bool]) -> int:
         st.seq,
         st.shape.heads,
     )
+    b = st.batch
     total = 0
     if rg["in:query"]:
-        total += 4 * t * h + 4 * t  # RMSNorm: fp32 input and rsqrt
+        total += 4 * t * h + 4 * t  # input RMSNorm: fp32 input and rsqrt
     total += p * t * h * (rg["query"] + rg["key"])  # rotated K for dQ, Q for dK
     if rg["probs"]:
-        total += 4 * a * st.batch * s * s  # softmax output, kept in fp32
-    total += p * t * h * rg["probs"]
-    if rg["value"]:
-        total += p * a * st.batch * s * s
-    if rg["in:ffn_in"]:
-        total += 4 * t * h + 4 * t  # second RMSNorm
-    if rg["act"]:
-        total += 3 * p * t * i  # SiLU input, SiLU output, up projection
+        total += 4 * a * b * s * s  # softmax output, kept in fp32
+    total += p * t * h * rg["probs"]  # V for dP
+    if rg["value"] and (p != 4 or not rg["probs"]):
+        total += p * a * b * s * s  # probabilities in the model's type, for dV
+    if rg["h1"]:
+        total += 4 * t * h + 4 * t  # post-attention RMSNorm
+    if rg["ffn_gate"]:
+        total += p * t * i  # SiLU input
+        total += p * t * i  # up projection, for d(SiLU output)
+    if rg["ffn_in"]:
+        total += p * t * i  # SiLU output, for d(up)
     return total
+
+
+def _rotary_bytes(st: _Step) -> int:
+    """The cos and sin tables (``s x d_head`` each), shared by every block of a decoder."""
+    return 2 * st.seq * st.shape.head_dim * st.p if st.shape.kind == "decoder" else 0
 
 
 def _head_activation_bytes(st: _Step) -> int:
     shape, b, p = st.shape, st.batch, st.p
     h = shape.hidden
     if shape.head == "lm":
-        # logits upcast to fp32 for the loss, log-softmax output; labels (int64)
-        return (
-            4 * st.tokens * shape.vocab * (1 if p == 4 else 2) + 4 * st.tokens * h + 8 * st.tokens
-        )
+        # final RMSNorm; fp32 log-softmax output of the loss; int64 labels; total_weight
+        return 4 * st.tokens * (h + 1) + 4 * st.tokens * shape.vocab + 8 * st.tokens + 4
     masks = (2 if shape.head == "roberta" else 1) * st.m * b * h * shape.dropout
     # tanh output, log-softmax output, int64 labels, nll's total_weight scalar
     return masks + p * b * h + p * b * shape.num_labels + 8 * b + p
@@ -534,7 +555,13 @@ def depth_activation_bytes(
         trainable=True,
         mask_bytes=mask_bytes,
     )
-    return [head + (depth - 1) * upper + part for depth in range(1, shape.layers + 1)]
+    rot = _rotary_bytes(st)
+    part_rot = _requires_grad(shape, targets, False)
+    rot_first = rot if (part_rot["query"] or part_rot["key"]) else 0
+    return [
+        head + (depth - 1) * upper + part + (rot if depth > 1 else rot_first)
+        for depth in range(1, shape.layers + 1)
+    ]
 
 
 def analytic_profile(
@@ -611,7 +638,6 @@ def analytic_profile(
         "optimizer_bytes": 2 * all_lora,
         "memory_bytes": weight + full["activation_bytes"] + 4 * all_lora,
     }
-    approx = " Decoder activation bytes are approximate." if shape.kind == "decoder" else ""
     return Profile(
         model=model or name,
         dtype=dtype,
@@ -625,7 +651,7 @@ def analytic_profile(
         note=(
             "Closed-form matmul FLOPs and eager-attention saved-activation bytes of "
             "loladeft.profiling.analytic (train mode, dropout on, frozen weights, LoRA only "
-            f"in the profiled block); not measured.{approx}"
+            "in the profiled block); not measured."
         ),
         meta={
             "shape": {k: getattr(shape, k) for k in shape.__dataclass_fields__},
@@ -678,4 +704,6 @@ def full_step(
         * block_activation_bytes(shape, batch, seq, lora_r, targets, p, input_grad=True, **kw)
         + block_activation_bytes(shape, batch, seq, lora_r, targets, p, input_grad=False, **kw)
     )
+    if shape.layers > 1 or any(t in ("query", "key") for t in targets):
+        acts += _rotary_bytes(st)
     return {"flops": fwd + bwd, "activation_bytes": acts}

