@@ -39,7 +39,7 @@ def profile(
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "fp32",
     out: Annotated[
         Path | None,
-        typer.Option(help="Profile JSON to write [default: results/profile-<model>.json]."),
+        typer.Option(help="Profile JSON to write (default: results/profile-MODEL.json)."),
     ] = None,
     plot: Annotated[bool, typer.Option("--plot", help="Also write Fig. 4(a) and 4(b).")] = False,
     no_timing: Annotated[

@@ -381,7 +381,10 @@ def build_model(
         else transformers.AutoModelForSequenceClassification
     )
     torch.manual_seed(seed)
-    kwargs: dict[str, Any] = {"attn_implementation": attn, "dtype": torch_dtype}
+    # transformers >= 4.56 calls it ``dtype``; older releases ``torch_dtype``
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    kwargs: dict[str, Any] = {"attn_implementation": attn, dtype_key: torch_dtype}
     if meta or spec.path is None:
         ctx = torch.device("meta") if meta else contextlib.nullcontext()
         with ctx:
