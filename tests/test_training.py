@@ -276,10 +276,10 @@ def test_resume_refuses_other_settings(tiny, tmp_path):
 
 
 # ----------------------------------------------------------------------- 5. bad input
-@pytest.fixture
-def finished(tiny, tmp_path):
+@pytest.fixture(scope="module")
+def finished(tiny, tmp_path_factory):
     """An output folder holding a finished 1-round run, and a snapshot of its files."""
-    out = tmp_path / "out"
+    out = tmp_path_factory.mktemp("finished") / "out"
     train(_cfg(tiny, rounds=1, eval_every=1), out)
     snapshot = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     return out, snapshot
