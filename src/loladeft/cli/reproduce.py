@@ -22,6 +22,9 @@ def reproduce(
         help="GLUE TSV folder (e.g. ../shared/data/glue); omit for HF datasets (online).")
     ] = None,
     model: Annotated[str, typer.Option(help="'minilm', a HF folder or hub id.")] = "minilm",
+    profile: Annotated[str | None, typer.Option(
+        help="Profile for d(l), b(l) (builtin name or JSON); default: the model's builtin.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/table1"),
     shared: Annotated[bool, typer.Option(
         "--shared/--separate",
@@ -51,7 +54,8 @@ def reproduce(
         names = tuple(get_task(t).name for t in names)
         base = TrainConfig(task=names[0], scheme="jbba", rounds=rounds, num_devices=devices,
                            batch=batch, local_iterations=local_iterations, lr=lr,
-                           model=model, data_dir=None if data_dir is None else str(data_dir),
+                           model=model, profile=profile,
+                           data_dir=None if data_dir is None else str(data_dir),
                            eval_every=eval_every, seed=seed, precision=precision)
     except LoladeftError as exc:
         fail(str(exc))
