@@ -55,6 +55,7 @@ def solve_jbba_dual(
     max_iter: int = 30,
     step: float = 0.01,
     tol: float = 1e-3,
+    patience: int = 5,
     **_: Any,
 ) -> Solution | None:
     """Scheme ``jbba-dual``: Algorithm 3 with primal recovery and a duality-gap certificate.
@@ -67,6 +68,10 @@ def solve_jbba_dual(
         Initial step ``ε_0`` of the diminishing rule ``ε_i = ε_0 / sqrt(i + 1)``.
     tol
         Stop once the relative duality gap is below ``tol``.
+    patience
+        Stop once the recovered latency has not improved for ``patience`` iterations (the
+        primal iterates have settled; the Lagrangian bound of this mixed-integer problem
+        rarely closes the gap).
     """
     if memory_infeasibility(instance) is not None:
         return None
@@ -81,7 +86,8 @@ def solve_jbba_dual(
     sigma = np.zeros(K)
     mu_scale = float(np.sum(np.sort(np.sqrt(lam * Sn / r))[:L])) ** 2
     mu = mu_scale
-    best_latency, best_assignment, best_bound = np.inf, None, -np.inf
+    best_latency, best_assignment, best_bound, best_at = np.inf, None, -np.inf, 0
+    recovered: dict[bytes, float] = {}  # assignments recur: recover each one once
     it = 0
     for it in range(1, max_iter + 1):
         cost = np.where(ok, lam[:, None] * Jn - sigma[:, None], np.inf)
@@ -93,9 +99,12 @@ def solve_jbba_dual(
         beta[np.argpartition(coef, L - 1)[:L]] = True
         bw = np.where(beta, np.sqrt(lam * Sn / (r * mu)), 0.0)
         # Primal recovery: the optimal bandwidth split for this assignment.
-        latency = equalized_deadline(J[assignment, blocks], r[assignment], S, B)
+        key = assignment.tobytes()
+        if key not in recovered:
+            recovered[key] = equalized_deadline(J[assignment, blocks], r[assignment], S, B)
+        latency = recovered[key]
         if latency < best_latency:
-            best_latency, best_assignment = latency, assignment
+            best_latency, best_assignment, best_at = latency, assignment, it
         t_max = best_latency / tau
         # Latency variable: minimises (1 - Σλ) T over [0, T_max].
         coef_t = 1.0 - lam.sum()
@@ -106,7 +115,7 @@ def solve_jbba_dual(
         b_idx, d_idx = linear_sum_assignment(sub)
         bound = coef_t * t + sub[b_idx, d_idx].sum() + coef[beta].sum() - mu
         best_bound = max(best_bound, bound * tau)
-        if best_latency - best_bound <= tol * best_latency:
+        if best_latency - best_bound <= tol * best_latency or it - best_at >= patience:
             break
         # Dual ascent, eq. (16), projected onto λ > 0, μ > 0.
         eps = step / np.sqrt(it)
