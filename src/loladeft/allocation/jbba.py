@@ -73,8 +73,14 @@ def solve_jbba(instance: Instance, *, max_iter: int = 100, **_: Any) -> Solution
     keep = np.full(L, L)
     while steps < max_iter:
         steps += 1
-        edges = cheapest_per_column(_required_bandwidth(instance, deadline), K, L, keep)
-        candidate = min_cost_assignment(edges, K)
+        need_rows = _required_bandwidth(instance, deadline)
+        if K <= 2 * L:  # small: every feasible pair is an edge
+            need = need_rows(slice(0, K)).T
+            block, device = np.nonzero(np.isfinite(need))
+            candidate = min_cost_assignment(block, device, need[block, device], L, K)
+        else:  # each block's L cheapest devices are enough
+            edges = cheapest_per_column(need_rows, K, L, keep)
+            candidate = min_cost_assignment(edges.column, edges.row, edges.cost, L, K)
         need = S / (r[candidate] * (deadline - J[candidate, blocks]))
         if need.sum() >= B * (1 - 1e-12):
             converged = True  # g(T) = B: no matching meets an earlier deadline

@@ -21,22 +21,25 @@ FloatArray = NDArray[np.float64]
 RowCost = Callable[[NDArray[np.intp] | slice], FloatArray]
 
 
-def min_cost_assignment(edges: ColumnMinima, K: int) -> NDArray[np.intp]:
-    """Minimum-cost assignment of every column (block) of a sparse cost matrix to a distinct
-    row (device): the row of each column.
+def min_cost_assignment(
+    block: NDArray[np.intp], device: NDArray[np.intp], cost: FloatArray, L: int, K: int
+) -> NDArray[np.intp]:
+    """Minimum-cost assignment of ``L`` blocks to distinct devices over a sparse set of
+    allowed pairs ``(block[i], device[i])`` costing ``cost[i]``, listed by block.
 
-    ``edges`` lists the allowed pairs, e.g. each block's ``L`` cheapest devices (enough for
-    an optimal assignment, see :func:`candidate_devices`). A complete assignment must exist.
+    The pairs may be pruned to each block's ``L`` cheapest devices (enough for an optimal
+    assignment, see :func:`candidate_devices`). A complete assignment must exist.
+    Returns the device of each block.
     """
-    L = edges.start.size
+    start = np.searchsorted(block, np.arange(L))
     # Every block is matched exactly once, so a per-block shift leaves the optimum
     # unchanged; shift to >= 1 because the sparse solver cannot store zero weights.
-    weight = edges.cost - edges.cost[edges.start][edges.column] + 1.0
-    indptr = np.r_[edges.start, edges.row.size].astype(np.int32)
-    graph = csr_array((weight, edges.row.astype(np.int32), indptr), shape=(L, K))
-    blocks, devices = min_weight_full_bipartite_matching(graph)
+    weight = cost - np.minimum.reduceat(cost, start)[block] + 1.0
+    indptr = np.r_[start, block.size].astype(np.int32)
+    graph = csr_array((weight, device.astype(np.int32), indptr), shape=(L, K))
+    matched, devices = min_weight_full_bipartite_matching(graph)
     out = np.empty(L, dtype=np.intp)
-    out[blocks] = devices
+    out[matched] = devices
     return out
 
 
