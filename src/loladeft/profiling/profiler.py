@@ -509,9 +509,9 @@ def measure_depth(
     peak = None
     if repeats > 0:
         cuda = params[0].is_cuda
-        _zero(params)
-        _step(model, batch)  # warm-up
-        if cuda:
+        if cuda:  # on the CPU the counted pass above is the warm-up
+            _zero(params)
+            _step(model, batch)
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         for _ in range(repeats):
@@ -603,7 +603,7 @@ def profile_model(
         Run real steps and record the median wall time (needs real weights: a
         configuration-only model gets random ones). Without it, counts run on ``meta``.
     repeats
-        Timed steps per depth (after one warm-up).
+        Timed steps per depth (after the counted step, which serves as the warm-up).
     attn
         ``"eager"`` (default, the attention the analytic formulas model) or ``"sdpa"``.
     train
