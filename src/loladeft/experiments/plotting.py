@@ -27,7 +27,9 @@ def plot_experiment(
     """Mean round latency with a 95% confidence band, one line per scheme.
 
     Writes ``<name>.png`` (150 dpi) and ``<name>.pdf`` into ``out_dir``; returns the paths.
-    The y axis is logarithmic when the means span more than a factor of 10.
+    The y axis is logarithmic when the means span more than a factor of 10; there, a band
+    whose lower bound ``mean - CI`` is not positive (heavy-tailed latencies of the
+    channel-blind baselines) is drawn from the mean up only, and the legend says so.
     """
     import matplotlib
 
@@ -36,26 +38,32 @@ def plot_experiment(
 
     xs = np.array([p.x for p in points])
     stats = [p.stats() for p in points]
+    means = np.array([[st.mean_latency_s for st in row] for row in stats])  # (points, S)
+    cis = np.nan_to_num(np.array([[st.ci95_s for st in row] for row in stats]))
+    log = bool(np.isfinite(means).any()) and np.nanmax(means) > 10 * np.nanmin(means)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
-    lows, highs = [], []
+    clipped = False
     for s, name in enumerate(points[0].schemes):
-        mean = np.array([st[s].mean_latency_s for st in stats])
-        ci = np.nan_to_num(np.array([st[s].ci95_s for st in stats]))
+        mean, ci = means[:, s], cis[:, s]
         style = STYLE.get(name, {"label": name})
         line = ax.plot(xs, mean, label=style["label"], color=style.get("color"),
                        linestyle=style.get("ls", "-"), marker=style.get("marker"),
                        markersize=4, linewidth=1.5)[0]
-        ax.fill_between(xs, mean - ci, mean + ci, color=line.get_color(), alpha=0.2,
-                        linewidth=0)
-        lows.append(np.nanmin(mean))
-        highs.append(np.nanmax(mean))
-    if np.isfinite(lows).any() and np.nanmax(highs) > 10 * np.nanmin(lows):
+        low = mean - ci
+        if log and (low <= 0).any():  # a heavy tail: the lower bound is not positive
+            clipped = True
+            low = np.where(low > 0, low, mean)
+        ax.fill_between(xs, low, mean + ci, color=line.get_color(), alpha=0.2, linewidth=0)
+    if log:
         ax.set_yscale("log")
+    if xs.size <= 12:
+        ax.set_xticks(xs)
     ax.set_xlabel(experiment.label)
     ax.set_ylabel("Average round latency (s)")
     ax.set_title(experiment.title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, title="mean ± 95% CI", title_fontsize=8)
+    title = "mean ± 95% CI" + (" (lower bound ≤ 0 not drawn)" if clipped else "")
+    ax.legend(fontsize=8, title=title, title_fontsize=8)
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{experiment.name}.{ext}"
