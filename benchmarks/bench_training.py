@@ -52,6 +52,7 @@ def _central_step(trainer, batch, precision, full_gradient) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="minilm")
+    ap.add_argument("--profile", default=None, help="profile JSON for a non-builtin model")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
@@ -74,12 +75,14 @@ def main() -> None:
           f"seq {args.seq}, repeats {args.repeats}")
     for precision in args.precisions.split(","):
         cfg = TrainConfig(task="mrpc", scheme="jbba", rounds=10_000, num_devices=20,
-                          batch=args.batch, model=args.model, data_dir=str(data),
+                          batch=args.batch, model=args.model, profile=args.profile,
+                          data_dir=str(data),
                           lora_dropout=0.0, precision=precision)
         trainer = Trainer(cfg).setup()
         gen = torch.Generator().manual_seed(0)
         vocab = trainer.model.config.vocab_size
-        batch = {"input_ids": torch.randint(1000, vocab, (args.batch, args.seq), generator=gen),
+        low = min(1000, vocab // 2)
+        batch = {"input_ids": torch.randint(low, vocab, (args.batch, args.seq), generator=gen),
                  "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
                  "labels": torch.randint(0, 2, (args.batch,), generator=gen)}
         trainer._batch = lambda _k, b=batch: b  # every device: the same fixed batch
@@ -87,17 +90,29 @@ def main() -> None:
         lora_input_first = list(reversed(trainer.blocks))
         L = len(lora_input_first)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-        depth_s, depth_flops = [], []
-        with autocast:
-            for depth in range(1, L + 1):
-                train_only(model, [])
-                m = measure_depth(model, lora_input_first, depth, batch,
-                                  repeats=args.repeats)
-                depth_s.append(statistics.median(m.seconds))
-                depth_flops.append(m.flops)
+        # interleaved: each repeat times one engine round, then every depth's bare step
+        # (profiler), so that load changes on a shared host hit both sides alike
         train_only(model, [])
-        round_s = _median_time(trainer.step, args.repeats)
-        sum_s = sum(depth_s)
+        trainer.step()  # warm-up
+        rounds, sums, per_depth = [], [], []
+        depth_flops: list[int] = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            trainer.step()
+            rounds.append(time.perf_counter() - t0)
+            steps = []
+            with autocast:
+                for depth in range(1, L + 1):
+                    m = measure_depth(model, lora_input_first, depth, batch, repeats=1)
+                    steps.append(m.seconds[0])
+                    if len(depth_flops) < L:
+                        depth_flops.append(m.flops)
+            train_only(model, [])
+            per_depth.append(steps)
+            sums.append(sum(steps))
+        round_s = statistics.median(rounds)
+        sum_s = statistics.median(sums)
+        depth_s = [statistics.median(col) for col in zip(*per_depth, strict=True)]
         # centralized PEFT step: batch M x b = b (M = 1), full backward + AdamW
         cent_params = trainer.params
 
@@ -115,7 +130,9 @@ def main() -> None:
         print(f"\n[{precision}] per-depth step times (profiler, s): "
               + ", ".join(f"l={i + 1}: {s:.3f}" for i, s in enumerate(depth_s)))
         print(f"[{precision}] DEFT round (engine, L={L} devices): {round_s:.3f} s; sum of "
-              f"per-depth steps {sum_s:.3f} s; engine overhead {100 * (round_s / sum_s - 1):+.1f}%")
+              f"per-depth steps {sum_s:.3f} s; engine overhead {100 * (round_s / sum_s - 1):+.1f}%"
+              f" (per-repeat ratios: "
+              + ", ".join(f"{r / q:.3f}" for r, q in zip(rounds, sums, strict=True)) + ")")
         print(f"[{precision}] FLOP/s: DEFT round {deft_rate / 1e9:.1f} GFLOP/s "
               f"({sum(depth_flops) / 1e9:.1f} GFLOP), centralized step "
               f"{cent_rate / 1e9:.1f} GFLOP/s ({cent_flops / 1e9:.1f} GFLOP in {cent_s:.3f} s); "
