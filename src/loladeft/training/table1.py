@@ -150,11 +150,14 @@ def plot_fig7(path: Path, task: str, curves: dict[str, list[tuple[float, float]]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"comm-aware": "Comm-aware DEFT", "ba": "BA for DEFT", "jbba": "JBBA for DEFT"}
+    styles = {"comm-aware": ("Comm-aware DEFT", "tab:gray", "--", "v"),
+              "ba": ("BA for DEFT", "tab:blue", "-", "o"),
+              "jbba": ("JBBA for DEFT", "tab:red", "-", "D")}
     fig, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
     for s, pts in curves.items():
-        ax.plot([t / 60 for t, _ in pts], [m for _, m in pts], marker="o", ms=3,
-                label=labels.get(s, s))
+        label, color, ls, marker = styles.get(s, (s, None, "-", "o"))
+        ax.plot([t / 60 for t, _ in pts], [m for _, m in pts], marker=marker, ms=3,
+                label=label, color=color, linestyle=ls, linewidth=1.3)
     ax.axhline(best, color="k", ls="--", lw=1, label=f"centralized best ({best:.3f})")
     ax.axhline(target, color="gray", ls=":", lw=1, label=f"90% target ({target:.3f})")
     ax.set_xlabel("simulated DEFT time (min)")
