@@ -17,7 +17,7 @@ needs no more than ``B`` in total, i.e. iff ``g(T) <= B`` where
 .. math:: g(T) = \\min_{α} \\sum_l w_{α(l), l}(T)
 
 is a *linear* assignment problem for fixed ``T`` (Hungarian / shortest augmenting paths,
-:func:`.matching.min_cost_assignment`). Each ``w`` is continuous and strictly decreasing
+``scipy.optimize.linear_sum_assignment``). Each ``w`` is continuous and strictly decreasing
 in ``T`` on ``(J[k, l], ∞)``, so ``g`` is too, and the optimum of P2 is the unique root
 ``T* = min{T : g(T) <= B}``, attained with the bandwidth ``B_k = w_{k,l}(T*)`` that
 *equalises* every scheduled device's latency at ``T*`` (Lemma 1's compensation, exactly).
@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
 
 from loladeft.allocation.bottleneck import solve_ba
 from loladeft.allocation.matching import RowCost, cheapest_per_column, min_cost_assignment
@@ -74,13 +75,11 @@ def solve_jbba(instance: Instance, *, max_iter: int = 100, **_: Any) -> Solution
     while steps < max_iter:
         steps += 1
         need_rows = _required_bandwidth(instance, deadline)
-        if K <= 2 * L:  # small: every feasible pair is an edge
-            need = need_rows(slice(0, K)).T
-            block, device = np.nonzero(np.isfinite(need))
-            candidate = min_cost_assignment(block, device, need[block, device], L, K)
+        if K <= 2 * L:  # small: every pair is a candidate
+            candidate = linear_sum_assignment(need_rows(slice(0, K)).T)[1]
         else:  # each block's L cheapest devices are enough
             edges = cheapest_per_column(need_rows, K, L, keep)
-            candidate = min_cost_assignment(edges.column, edges.row, edges.cost, L, K)
+            candidate = min_cost_assignment(edges.column, edges.row, edges.cost, L)
         need = S / (r[candidate] * (deadline - J[candidate, blocks]))
         if need.sum() >= B * (1 - 1e-12):
             converged = True  # g(T) = B: no matching meets an earlier deadline

@@ -1,9 +1,10 @@
 """Assignment primitives shared by the schedulers.
 
-The minimum-cost assignment uses SciPy's sparse LAPJVsp solver
-(:func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching`), exact like
-``scipy.optimize.linear_sum_assignment`` but importable without the whole of
-``scipy.optimize``, which keeps ``loladeft solve`` fast to start.
+Minimum-cost assignments use ``scipy.optimize.linear_sum_assignment`` (shortest augmenting
+paths) on the pairs that can matter. SciPy's sparse LAPJVsp solver
+(``scipy.sparse.csgraph.min_weight_full_bipartite_matching``) would spare the import of
+``scipy.optimize``, but it can loop forever on some inputs (scipy issue 17269; a regression
+test keeps one such instance).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse import csr_array
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+from scipy.optimize import linear_sum_assignment
 
 FloatArray = NDArray[np.float64]
 #: A ``(K, L)`` cost matrix given by rows on demand: ``cost_rows(rows) -> cost[rows]``.
@@ -22,25 +22,20 @@ RowCost = Callable[[NDArray[np.intp] | slice], FloatArray]
 
 
 def min_cost_assignment(
-    block: NDArray[np.intp], device: NDArray[np.intp], cost: FloatArray, L: int, K: int
+    block: NDArray[np.intp], device: NDArray[np.intp], cost: FloatArray, L: int
 ) -> NDArray[np.intp]:
     """Minimum-cost assignment of ``L`` blocks to distinct devices over a sparse set of
-    allowed pairs ``(block[i], device[i])`` costing ``cost[i]``, listed by block.
+    allowed pairs ``(block[i], device[i])`` costing ``cost[i]``.
 
     The pairs may be pruned to each block's ``L`` cheapest devices (enough for an optimal
     assignment, see :func:`candidate_devices`). A complete assignment must exist.
     Returns the device of each block.
     """
-    start = np.searchsorted(block, np.arange(L))
-    # Every block is matched exactly once, so a per-block shift leaves the optimum
-    # unchanged; shift to >= 1 because the sparse solver cannot store zero weights.
-    weight = cost - np.minimum.reduceat(cost, start)[block] + 1.0
-    indptr = np.r_[start, block.size].astype(np.int32)
-    graph = csr_array((weight, device.astype(np.int32), indptr), shape=(L, K))
-    matched, devices = min_weight_full_bipartite_matching(graph)
-    out = np.empty(L, dtype=np.intp)
-    out[matched] = devices
-    return out
+    columns, index = np.unique(device, return_inverse=True)
+    dense = np.full((L, columns.size), np.inf)
+    dense[block, index] = cost
+    _, chosen = linear_sum_assignment(dense)
+    return columns[chosen].astype(np.intp)
 
 
 def candidate_devices(cost: FloatArray) -> NDArray[np.intp]:
