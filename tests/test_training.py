@@ -79,7 +79,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def _cfg(tiny: dict[str, str], **kw: object) -> TrainConfig:
     base = dict(task="sst2", scheme="jbba", rounds=4, num_devices=5, batch=8, lr=2e-2,
-                warmup_ratio=0.0, lora_dropout=0.0, eval_every=2, **tiny)
+                warmup_ratio=0.0, lora_dropout=0.0, eval_every=2, precision="fp32", **tiny)
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -408,7 +408,7 @@ def test_table1_times_to_90_percent_of_centralized(tmp_path):
                     w.writerow({"round": i, "scheme": scheme, "sim_time_s": "" if t is None
                                 else t, "metric": m, "metric_name": "accuracy"})
 
-    base = TrainConfig(task="mrpc", rounds=2)
+    base = TrainConfig(task="mrpc", rounds=2, precision="fp32")
     rows = run_table1(base, ["mrpc"], tmp_path, shared=True, run=fake_run)
     got = {r.scheme: r for r in rows}
     assert got["comm-aware"].target == pytest.approx(0.72)
@@ -418,3 +418,13 @@ def test_table1_times_to_90_percent_of_centralized(tmp_path):
     assert got["jbba"].paper_minutes == 5.12
     assert (tmp_path / "table1.md").read_text().count("| mrpc |") == 3
     assert (tmp_path / "fig7_mrpc.png").is_file()
+
+
+def test_auto_precision_resolves_to_a_supported_one(tiny):
+    from loladeft.training.config import resolve_precision
+
+    assert resolve_precision("auto") in ("fp32", "bf16")
+    assert resolve_precision("fp32") == "fp32"
+    trainer = Trainer(_cfg(tiny, precision="auto")).setup()
+    assert trainer.precision == resolve_precision("auto")
+    assert math.isfinite(trainer.step().train_loss)

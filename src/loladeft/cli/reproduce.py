@@ -35,7 +35,8 @@ def reproduce(
     lr: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = 5e-4,
     eval_every: Annotated[int, typer.Option(help="Evaluate every this many rounds.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    precision: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
+    precision: Annotated[str, typer.Option(
+        help="auto (bf16 where the CPU has native bf16), fp32 or bf16.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
     """Run centralized + comm-aware + ba + jbba per task and write table1.md/.csv and

@@ -48,7 +48,8 @@ def train(
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     lora_targets: Annotated[str, typer.Option(help="LoRA target modules.")] = "query,value",
     max_length: Annotated[int, typer.Option(help="Token limit per example.")] = 128,
-    precision: Annotated[str, typer.Option(help="fp32 or bf16 (CPU autocast).")] = "fp32",
+    precision: Annotated[str, typer.Option(
+        help="auto (bf16 where the CPU has native bf16), fp32 or bf16 (CPU autocast).")] = "auto",
     snr_db: Annotated[float, typer.Option(help="Transmit SNR in dB.")] = 10.0,
     bandwidth_mhz: Annotated[float, typer.Option(help="Uplink bandwidth B in MHz.")] = 100.0,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,

@@ -231,6 +231,7 @@ class Trainer:
         from loladeft.system.scenario import InvalidScenarioError, Scenario
         from loladeft.training.blocks import head_parameters, lora_parameters_by_depth
         from loladeft.training.clock import Clock, ModelCounts, block_costs
+        from loladeft.training.config import resolve_precision
         from loladeft.training.data import BatchStream, encode, load_task, partition_iid
         from loladeft.training.model import LoraSettings, build_model
 
@@ -293,6 +294,7 @@ class Trainer:
                 raise
             self.clock = Clock(scenario, cfg.seed)
         self.optimizer, self.scheduler = make_optimizer(self.blocks, self.head, cfg)
+        self.precision = resolve_precision(cfg.precision)
         self.torch_threads = torch.get_num_threads()
         return self
 
@@ -313,7 +315,7 @@ class Trainer:
                 self.model,
                 self.params,
                 self._batch(0),
-                cfg.precision,
+                self.precision,
                 seed=_seed(cfg.seed, _DROPOUT, n),
             )
             apply_update(self.optimizer, self.scheduler, self.params, grads)
@@ -354,7 +356,7 @@ class Trainer:
                 self.blocks[depth_index],
                 self.head,
                 batches,
-                cfg.precision,
+                self.precision,
                 seed=_seed(cfg.seed, _DROPOUT, n, int(device)),
             )
             block_grads.append(g_block)
@@ -393,7 +395,7 @@ class Trainer:
                     rows = order[start : start + 64]
                     batch = collate(data, rows, self.pad_id)
                     batch.pop("labels")
-                    with _autocast(self.cfg.precision):
+                    with _autocast(self.precision):
                         logits = self.model(**batch).logits.float()
                     preds[rows] = (
                         logits[:, 0] if task.is_regression else logits.argmax(-1)

@@ -147,6 +147,7 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
             "centralized_batch": cfg.local_iterations * cfg.batch,
         },
         "scenario": None if clock is None else clock.scenario.describe(),
+        "precision": trainer.precision,
         "torch_threads": trainer.torch_threads,
         "versions": _versions(),
         "git": _git(),
