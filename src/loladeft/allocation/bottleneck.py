@@ -45,8 +45,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse import csr_array
-from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from loladeft.allocation.matching import (
     candidate_devices,
@@ -134,6 +132,9 @@ def bottleneck_assignment(cost: FloatArray) -> tuple[float, NDArray[np.intp], in
         The optimal bottleneck value, the row of each column, and the number of matching
         tests; ``None`` if no assignment avoids forbidden pairs.
     """
+    from scipy.sparse import csr_array  # only this general path needs it
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+
     rows = candidate_devices(cost)
     sub = cost[rows].T  # (L, C): blocks x candidate devices
     values = np.unique(sub[np.isfinite(sub)])
