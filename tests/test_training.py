@@ -337,6 +337,10 @@ def test_shared_trajectory_replays_each_schemes_clock(tiny, tmp_path):
     assert [r["train_loss"] for r in by["ba"]] == [r["train_loss"] for r in by["comm-aware"]]
     # same per-round device states in every run: the ba clock is the separate ba run's clock
     assert shared.sim_time["ba"] == alone.sim_time["ba"]
+    # and the trajectory is the separate run of the driving scheme (jbba), bit for bit
+    driver = train(_cfg(tiny, rounds=2), tmp_path / "jbba")
+    assert [h.train_loss for h in shared.history[1:]] == [h.train_loss for h in driver.history[1:]]
+    assert torch.equal(shared.params[0], driver.params[0])
     assert shared.sim_time["comm-aware"] >= shared.sim_time["ba"]  # ba is optimal for P1
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["mode"] == "shared-trajectory" and manifest["driver"] == "jbba"
