@@ -11,21 +11,28 @@ class LoladeftError(Exception):
     """Base class of every error loladeft raises on purpose."""
 
 
-class InvalidInstanceError(LoladeftError, ValueError):
-    """An instance (or one of its fields) is malformed.
+class FieldError(LoladeftError, ValueError):
+    """An input (instance, profile, scenario...) has a malformed field.
 
     Parameters
     ----------
     field
-        Name of the offending field, as in the instance file (``"J"``, ``"bandwidth"``...).
+        Name of the offending field, as in the input file (``"J"``, ``"depths[3].flops"``...).
     problem
         What is wrong with it, in a few words.
     """
 
+    #: Put before the message, e.g. ``"profile: "``.
+    prefix = ""
+
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
         self.problem = problem
-        super().__init__(f"{field}: {problem}")
+        super().__init__(f"{self.prefix}{field}: {problem}")
+
+
+class InvalidInstanceError(FieldError):
+    """An instance (or one of its fields) is malformed."""
 
 
 class UnsupportedInstanceError(LoladeftError, ValueError):

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import FieldError, LoladeftError
 
 #: Names of the profiles shipped in ``loladeft/data/<name>.json``.
 BUILTIN_PROFILES = ("roberta-base", "minilm")
@@ -55,21 +55,10 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 SOURCES = ("analytic", "measured")
 
 
-class InvalidProfileError(LoladeftError, ValueError):
-    """A profile (or one of its fields) is malformed.
+class InvalidProfileError(FieldError):
+    """A profile (or one of its fields, e.g. ``"depths[3].flops"``) is malformed."""
 
-    Parameters
-    ----------
-    field
-        Name of the offending field, as in the JSON file (``"depths[3].flops"``...).
-    problem
-        What is wrong with it, in a few words.
-    """
-
-    def __init__(self, field: str, problem: str) -> None:
-        self.field = field
-        self.problem = problem
-        super().__init__(f"profile: {field}: {problem}")
+    prefix = "profile: "
 
 
 class ProfileNotFoundError(LoladeftError, FileNotFoundError):

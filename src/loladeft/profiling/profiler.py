@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loladeft._hf import quiet
 from loladeft.exceptions import LoladeftError
 from loladeft.profiling import analytic
 from loladeft.profiling.profile import DTYPE_BYTES, DepthCost, Profile
@@ -200,7 +201,7 @@ def resolve_model(name_or_path: str, num_labels: int = 2) -> ModelSpec:
         else:
             raise ProfilerInputError(_unknown(name))
         try:
-            with _quiet():
+            with quiet():
                 config = transformers.AutoConfig.from_pretrained(path)
         except Exception as exc:
             raise ProfilerInputError(
@@ -390,7 +391,7 @@ def build_model(
         with ctx:
             model = auto.from_config(spec.config, **kwargs)
     else:
-        with _quiet():
+        with quiet():
             model = auto.from_pretrained(spec.path, config=spec.config, **kwargs)
     if not spec.causal and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = 0  # sequence classification needs one for batches > 1
@@ -402,7 +403,7 @@ def build_model(
         target_modules=list(lora_targets),
         lora_dropout=0.0,
     )
-    with _quiet():
+    with quiet():
         model = get_peft_model(model, config)
     model.train()
     for p in model.parameters():
@@ -410,26 +411,6 @@ def build_model(
     blocks = find_blocks(model)
     lora = [[p for n, p in b.named_parameters() if "lora_" in n] for b in blocks]
     return model, lora, blocks
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    import warnings
-
-    import huggingface_hub.utils.logging as hub_logging
-    import transformers
-
-    verbosity = transformers.logging.get_verbosity()
-    hub_verbosity = hub_logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    hub_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-        hub_logging.set_verbosity(hub_verbosity)
 
 
 def make_batch(

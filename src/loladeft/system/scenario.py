@@ -60,7 +60,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import FieldError
 from loladeft.system.instance import Instance
 from loladeft.system.latency import compute_latency, spectral_efficiency
 from loladeft.system.reference import DEFAULT_REFERENCE, ReferenceDevice, get_reference
@@ -69,21 +69,9 @@ GB = 1e9
 SNR_CONVENTIONS = ("transmit", "received")
 
 
-class InvalidScenarioError(LoladeftError, ValueError):
-    """A scenario parameter or the profile behind it is malformed.
-
-    Parameters
-    ----------
-    field
-        Name of the offending parameter (``"bandwidth_hz"``, ``"profile.depths"``...).
-    problem
-        What is wrong with it, in a few words.
-    """
-
-    def __init__(self, field: str, problem: str) -> None:
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{field}: {problem}")
+class InvalidScenarioError(FieldError):
+    """A scenario parameter (``"bandwidth_hz"``...) or the profile behind it
+    (``"profile.depths"``...) is malformed."""
 
 
 class DepthLike(Protocol):

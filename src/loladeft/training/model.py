@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loladeft._hf import quiet
 from loladeft.exceptions import LoladeftError
 
 
@@ -61,23 +61,6 @@ def model_path(name: str) -> str:
     return name
 
 
-@contextlib.contextmanager
-def _quiet() -> Any:
-    import warnings
-
-    import transformers
-
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-
-
 def build_model(name: str, num_labels: int, lora: LoraSettings, seed: int) -> tuple[Any, Any]:
     """Load model and tokenizer and wrap the model with LoRA adapters.
 
@@ -101,7 +84,7 @@ def build_model(name: str, num_labels: int, lora: LoraSettings, seed: int) -> tu
 
     path = model_path(name)
     try:
-        with _quiet():
+        with quiet():
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
             config = transformers.AutoConfig.from_pretrained(path, num_labels=num_labels)
     except Exception as exc:
@@ -112,7 +95,7 @@ def build_model(name: str, num_labels: int, lora: LoraSettings, seed: int) -> tu
     if num_labels == 1:
         config.problem_type = "regression"
     torch.manual_seed(seed)
-    with _quiet():
+    with quiet():
         model = transformers.AutoModelForSequenceClassification.from_pretrained(path, config=config)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id or 0
@@ -124,7 +107,7 @@ def build_model(name: str, num_labels: int, lora: LoraSettings, seed: int) -> tu
         lora_dropout=lora.dropout,
         target_modules=list(lora.targets),
     )
-    with _quiet():
+    with quiet():
         model = get_peft_model(model, peft_config)
     model.train()
     return model, tokenizer
