@@ -53,3 +53,31 @@ def test_jbba_scipy_17269_instance_terminates_and_is_optimal():
     latency = float(out.stdout.strip())
     optimum = p2_optimum_by_bisection(json.loads(path.read_text()))
     assert math.isclose(latency, optimum, rel_tol=1e-9)
+
+
+def test_jbba_bisection_phase_finds_the_same_optimum():
+    """The float-bisection fallback (no Newton–Dinkelbach step) reaches the same optimum,
+    on monotone and non-monotone instances, small (dense) and large (pruned) ones."""
+    from loladeft import Instance
+    from loladeft.allocation.jbba import solve_jbba
+
+    rng = np.random.default_rng(17269)
+    for K, L, monotone in [(6, 3, True), (6, 3, False), (40, 6, True), (300, 8, False)]:
+        d = np.sort(rng.uniform(1, 2, L)) if monotone else rng.uniform(1, 2, L)
+        J = d[None, :] / rng.uniform(0.5, 1, K)[:, None]
+        b = np.sort(rng.uniform(0, 3, L)) if monotone else rng.uniform(0, 3, L)
+        inst = Instance(
+            J=J,
+            block_memory=b,
+            device_memory=rng.uniform(2, 6, K),
+            spectral_efficiency=rng.uniform(0.1, 3, K),
+            block_bits=1e6,
+            bandwidth=1e6,
+        )
+        newton, bisection = solve_jbba(inst), solve_jbba(inst, max_newton=0)
+        latency = [
+            inst.device_latency(s.assignment, s.bandwidth).max() for s in (newton, bisection)
+        ]
+        assert bisection.extra["converged"] is False and bisection.iterations > 10
+        assert math.isclose(latency[1], latency[0], rel_tol=1e-12), (K, L, latency)
+        assert math.isclose(latency[0], p2_optimum_by_bisection(inst.to_dict()), rel_tol=1e-9)

@@ -2,7 +2,7 @@
 
 P2 chooses the block assignment ``α`` and the bandwidth split ``{B_k}`` together to minimise
 the round latency ``max_k J[k, l_k] + S / (B_k r_k)`` subject to C1–C3 and ``Σ B_k <= B``.
-It is mixed-integer and non-linear, but it has an exact polynomial-time method.
+It is mixed-integer and non-linear, but it has an exact polynomial-time method (below).
 
 Bandwidth needed by a deadline
 ------------------------------
@@ -36,11 +36,16 @@ later deadline), so the loop ends after finitely many distinct matchings. It end
 ``g(T) = B``; since ``g`` is strictly decreasing, every ``T' < T`` has ``g(T') > B``, so
 ``T = T*``. ∎
 
-*Cost.* Every step is one ``O(K L)`` pass that keeps each block's ``L`` cheapest devices at
-the current deadline (enough: a block whose device is not among them can swap to a free one
-of them at no higher cost) and a sparse assignment on those ``L^2`` pairs; the deadlines decrease
-superlinearly in practice (a handful of steps), and ``max_iter`` caps the loop, after which
-the best matching found so far is returned with ``extra["converged"] = False``.
+*Polynomial bound.* The Newton–Dinkelbach steps converge in a handful of steps in practice,
+but their count is only bounded by the number of matchings. So after ``max_newton`` steps
+(64) the search switches to bisection on ``T`` between ``max_l min_k J[k, l]`` (no matching
+meets it) and the current deadline, halving in the *representation order* of doubles: at
+most 64 halvings reach two adjacent doubles, i.e. ``T*`` to the last bit. Each step, of
+either kind, is one ``O(K L)`` pass that keeps each block's ``L`` cheapest devices at the
+current deadline (enough: a block whose device is not among them can swap to a free one of
+them at no higher cost) plus one assignment on at most ``L^2`` devices, ``O(L^4)``. In all
+``O(K L + L^4)`` per step and at most 128 steps: polynomial. ``extra["converged"]`` tells
+whether the Newton–Dinkelbach phase alone finished.
 """
 
 from __future__ import annotations
@@ -59,41 +64,82 @@ from loladeft.system.instance import Instance
 FloatArray = NDArray[np.float64]
 
 
-def solve_jbba(instance: Instance, *, max_iter: int = 100, **_: Any) -> Solution | None:
-    """Scheme ``jbba``: the optimal block assignment and bandwidth split of P2."""
+def solve_jbba(instance: Instance, *, max_newton: int = 64, **_: Any) -> Solution | None:
+    """Scheme ``jbba``: the optimal block assignment and bandwidth split of P2.
+
+    ``max_newton`` Newton–Dinkelbach steps at most; then float bisection (module
+    docstring) finishes in at most 64 more assignments.
+    """
     start = solve_ba(instance)
     if start is None:
         return None
     J, r, S, B = instance.J, instance.spectral_efficiency, instance.block_bits, instance.bandwidth
-    K, L = J.shape
+    L = instance.num_blocks
     blocks = np.arange(L)
-    assignment = start.assignment
-    deadline = equalized_deadline(J[assignment, blocks], r[assignment], S, B)
     steps = 0
-    converged = False
-    keep = np.full(L, L)
-    while steps < max_iter:
+
+    def best_matching(deadline: float) -> tuple[NDArray[np.intp], float]:
+        """argmin_α Σ_l w_{α(l), l}(T) and that minimum, g(T) (inf if no α meets T)."""
+        nonlocal steps
         steps += 1
-        need_rows = _required_bandwidth(instance, deadline)
-        if K <= 2 * L:  # small: every pair is a candidate
-            candidate = linear_sum_assignment(need_rows(slice(0, K)).T)[1]
-        else:  # each block's L cheapest devices are enough
-            edges = cheapest_per_column(need_rows, K, L, keep)
-            candidate = min_cost_assignment(edges.column, edges.row, edges.cost, L)
-        need = S / (r[candidate] * (deadline - J[candidate, blocks]))
-        if need.sum() >= B * (1 - 1e-12):
+        return _min_bandwidth_matching(instance, deadline)
+
+    def root(matching: NDArray[np.intp]) -> float:
+        return equalized_deadline(J[matching, blocks], r[matching], S, B)
+
+    assignment = start.assignment
+    deadline = root(assignment)
+    converged = False
+    for _ in range(max_newton):  # Newton–Dinkelbach
+        candidate, total = best_matching(deadline)
+        if total >= B * (1 - 1e-12):
             converged = True  # g(T) = B: no matching meets an earlier deadline
             break
-        new_deadline = equalized_deadline(J[candidate, blocks], r[candidate], S, B)
+        new_deadline = root(candidate)
         if not new_deadline < deadline:  # rounding: no further progress is representable
             converged = True
             break
         assignment, deadline = candidate, new_deadline
+    if not converged:  # bisection over the doubles between a deadline no matching meets and T
+        lo = float(np.max(np.min(np.where(instance.memory_ok, J, np.inf), axis=0)))
+        while (mid := _float_midpoint(lo, deadline)) not in (lo, deadline):
+            candidate, total = best_matching(mid)
+            if total <= B:
+                assignment, deadline = candidate, min(mid, root(candidate))
+            else:
+                lo = mid
     bandwidth = np.zeros(instance.num_devices)
     bandwidth[assignment] = equalizing_bandwidth(
         J[assignment, blocks], r[assignment], S, B, deadline
     )
     return Solution(assignment, bandwidth, iterations=steps, extra={"converged": converged})
+
+
+def _min_bandwidth_matching(instance: Instance, deadline: float) -> tuple[NDArray[np.intp], float]:
+    """The matching needing the least total bandwidth to meet ``deadline``, and that total
+    (``inf`` when no matching can meet it)."""
+    J, r, S = instance.J, instance.spectral_efficiency, instance.block_bits
+    K, L = J.shape
+    need_rows = _required_bandwidth(instance, deadline)
+    try:
+        if K <= 2 * L:  # small: every pair is a candidate
+            matching = linear_sum_assignment(need_rows(slice(0, K)).T)[1]
+        else:  # each block's L cheapest devices are enough
+            edges = cheapest_per_column(need_rows, K, L, np.full(L, L))
+            if (edges.count == 0).any():
+                raise ValueError("a block has no device able to meet the deadline")
+            matching = min_cost_assignment(edges.column, edges.row, edges.cost, L)
+    except ValueError:  # linear_sum_assignment: "cost matrix is infeasible"
+        return np.arange(L), float("inf")
+    slack = deadline - J[matching, np.arange(L)]
+    return matching.astype(np.intp), float((S / (r[matching] * slack)).sum())
+
+
+def _float_midpoint(a: float, b: float) -> float:
+    """The double halfway between positive doubles ``a < b`` in representation order, so
+    bisection on it ends after at most 64 halvings."""
+    ia, ib = (int(i) for i in np.array([a, b]).view(np.int64))
+    return float(np.array([(ia + ib) // 2], dtype=np.int64).view(np.float64)[0])
 
 
 def _required_bandwidth(instance: Instance, deadline: float) -> RowCost:
