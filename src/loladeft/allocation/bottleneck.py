@@ -92,7 +92,8 @@ def _monotone_assignment(instance: Instance) -> NDArray[np.intp] | None:
 
     def latency_rows(rows: NDArray[np.intp] | slice) -> FloatArray:
         T = J[rows] + comm[rows, None]  # rows of instance.latency_matrix(), bit for bit
-        return np.where(depth < holds[rows, None], T, np.inf)
+        T[depth >= holds[rows, None]] = np.inf  # C3
+        return T
 
     need = L - depth  # blocks l..L need L-l+1 devices able to take block l
     best = cheapest_per_column(latency_rows, K, L, need)

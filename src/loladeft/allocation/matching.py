@@ -94,9 +94,12 @@ def cheapest_per_column(
         chunks = (
             (k0, cost_rows(slice(k0, min(K, k0 + CHUNK_ROWS)))) for k0 in range(0, K, CHUNK_ROWS)
         )
+    # A column short of finite entries keeps all of them: bound it by the largest float,
+    # which a forbidden (inf) entry exceeds.
+    bound = np.minimum(bound, np.finfo(float).max)
     flat, value = [], []
     for k0, block in chunks:
-        hit = np.flatnonzero((block <= bound) & np.isfinite(block))
+        hit = np.flatnonzero(block <= bound)
         flat.append(hit + k0 * L)
         value.append(block.ravel()[hit])
     row, column = np.divmod(np.concatenate(flat), L)
