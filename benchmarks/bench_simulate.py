@@ -40,9 +40,11 @@ def main() -> None:
         t1 = time.perf_counter()
         instances = rounds.instances()
         t2 = time.perf_counter()
-        print(f"K = {K}, L = {sc.num_blocks}, {args.rounds} rounds: sample "
-              f"{1e3 * (t1 - t0):.2f} ms, build instances {1e6 * (t2 - t1) / args.rounds:.1f} "
-              f"us/round")
+        print(
+            f"K = {K}, L = {sc.num_blocks}, {args.rounds} rounds: sample "
+            f"{1e3 * (t1 - t0):.2f} ms, build instances {1e6 * (t2 - t1) / args.rounds:.1f} "
+            f"us/round"
+        )
         rng = np.random.default_rng(args.seed)
         total = 0.0
         for name in DEFAULT_SCHEMES:
@@ -52,11 +54,15 @@ def main() -> None:
                 inner += solve(inst, name, seed=rng).solve_seconds
             wall = time.perf_counter() - start
             total += wall
-            print(f"  {name:<11} {1e3 * inner / args.rounds:8.3f} ms/solve (solver) "
-                  f"{1e3 * wall / args.rounds:8.3f} ms/solve (with solve() wrapper)")
+            print(
+                f"  {name:<11} {1e3 * inner / args.rounds:8.3f} ms/solve (solver) "
+                f"{1e3 * wall / args.rounds:8.3f} ms/solve (with solve() wrapper)"
+            )
         per_round = total / args.rounds + (t2 - t1) / args.rounds
-        print(f"  all schemes: {1e3 * per_round:.2f} ms/round -> default sweep at this K "
-              f"~ {per_round * 1000 * points:.0f} CPU-s for {points} points x 1000 rounds")
+        print(
+            f"  all schemes: {1e3 * per_round:.2f} ms/round -> default sweep at this K "
+            f"~ {per_round * 1000 * points:.0f} CPU-s for {points} points x 1000 rounds"
+        )
 
 
 if __name__ == "__main__":

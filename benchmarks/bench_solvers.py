@@ -29,8 +29,17 @@ from pathlib import Path
 import numpy as np
 
 SIZES = [(20, 12), (100, 12), (1000, 24), (1000, 96), (10_000, 96), (100_000, 96)]
-SCHEMES = ["ba", "jbba", "crunch", "jbba-dual", "ba-hungarian", "milp", "comp-aware",
-           "comm-aware", "random"]
+SCHEMES = [
+    "ba",
+    "jbba",
+    "crunch",
+    "jbba-dual",
+    "ba-hungarian",
+    "milp",
+    "comp-aware",
+    "comm-aware",
+    "random",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,8 +54,14 @@ def make_instance(K: int, L: int, seed: int = 0):
     b = np.linspace(1.0, 4.0, L)  # GB
     mem = rng.uniform(1.0, 6.0, K)
     r = np.log2(1 + 10.0 * rng.exponential(size=K))
-    return Instance(J=J, block_memory=b, device_memory=mem, spectral_efficiency=r,
-                    block_bits=24_576 * 32, bandwidth=100e6)
+    return Instance(
+        J=J,
+        block_memory=b,
+        device_memory=mem,
+        spectral_efficiency=r,
+        block_bits=24_576 * 32,
+        bandwidth=100e6,
+    )
 
 
 def worker(scheme: str, K: int, L: int, repeats: int) -> dict:
@@ -54,7 +69,7 @@ def worker(scheme: str, K: int, L: int, repeats: int) -> dict:
     from loladeft import solve
     from loladeft.allocation.registry import get_scheme
 
-    get_scheme(scheme).function  # import the scheme's module outside the timed region
+    _ = get_scheme(scheme).function  # import the scheme's module outside the timed region
     t0 = time.perf_counter()
     inst = make_instance(K, L)
     build = time.perf_counter() - t0
@@ -69,21 +84,34 @@ def worker(scheme: str, K: int, L: int, repeats: int) -> dict:
         _ = inst.J + comm[:, None]
         floor.append(time.perf_counter() - t0)
     return {
-        "scheme": scheme, "K": K, "L": L, "median_s": statistics.median(times),
-        "repeats": repeats, "latency_s": result.latency if result.feasible else None,
-        "iterations": result.iterations, "floor_s": statistics.median(floor),
-        "instance_s": build, "dual_gap": result.extra.get("dual_gap"),
+        "scheme": scheme,
+        "K": K,
+        "L": L,
+        "median_s": statistics.median(times),
+        "repeats": repeats,
+        "latency_s": result.latency if result.feasible else None,
+        "iterations": result.iterations,
+        "floor_s": statistics.median(floor),
+        "instance_s": build,
+        "dual_gap": result.extra.get("dual_gap"),
     }
 
 
 def run_one(scheme: str, K: int, L: int, timeout: float) -> dict | str:
     repeats = 5 if K * L <= 100_000 else 3
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
-            f"from bench_solvers import worker; "
-            f"print(json.dumps(worker({scheme!r}, {K}, {L}, {repeats})))")
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+        f"from bench_solvers import worker; "
+        f"print(json.dumps(worker({scheme!r}, {K}, {L}, {repeats})))"
+    )
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             timeout=timeout, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
     except subprocess.TimeoutExpired:
         return f"> {timeout:.0f} s"
     except subprocess.CalledProcessError as exc:
@@ -143,16 +171,31 @@ def main() -> None:
         table.add_row(scheme, *(cells.get((scheme, s), "") for s in sizes))
     table.add_row("floor: numpy J + comm", *(_fmt(floors.get(s, float("nan"))) for s in sizes))
     ba = {(r["K"], r["L"]): r["median_s"] for r in rows if r["scheme"] == "ba" and "median_s" in r}
-    table.add_row("ba / floor", *(f"{ba[s] / floors[s]:.2f}" if s in ba and s in floors else ""
-                                  for s in sizes))
+    table.add_row(
+        "ba / floor",
+        *(f"{ba[s] / floors[s]:.2f}" if s in ba and s in floors else "" for s in sizes),
+    )
     console.print(table)
     startup = startup_seconds()
-    console.print(f"`loladeft solve` on examples/paper-example.json (jbba), fresh process: "
-                  f"median {startup:.3f} s")
+    console.print(
+        f"`loladeft solve` on examples/paper-example.json (jbba), fresh process: "
+        f"median {startup:.3f} s"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "solvers.csv"
-    fields = ["scheme", "K", "L", "status", "median_s", "repeats", "latency_s", "iterations",
-              "floor_s", "instance_s", "dual_gap"]
+    fields = [
+        "scheme",
+        "K",
+        "L",
+        "status",
+        "median_s",
+        "repeats",
+        "latency_s",
+        "iterations",
+        "floor_s",
+        "instance_s",
+        "dual_gap",
+    ]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()

@@ -70,21 +70,33 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue"
-    print(f"host: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f}; model {args.model}, batch {args.batch}, "
-          f"seq {args.seq}, repeats {args.repeats}")
+    print(
+        f"host: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"load average {os.getloadavg()[0]:.2f}; model {args.model}, batch {args.batch}, "
+        f"seq {args.seq}, repeats {args.repeats}"
+    )
     for precision in args.precisions.split(","):
-        cfg = TrainConfig(task="mrpc", scheme="jbba", rounds=10_000, num_devices=20,
-                          batch=args.batch, model=args.model, profile=args.profile,
-                          data_dir=str(data),
-                          lora_dropout=0.0, precision=precision)
+        cfg = TrainConfig(
+            task="mrpc",
+            scheme="jbba",
+            rounds=10_000,
+            num_devices=20,
+            batch=args.batch,
+            model=args.model,
+            profile=args.profile,
+            data_dir=str(data),
+            lora_dropout=0.0,
+            precision=precision,
+        )
         trainer = Trainer(cfg).setup()
         gen = torch.Generator().manual_seed(0)
         vocab = trainer.model.config.vocab_size
         low = min(1000, vocab // 2)
-        batch = {"input_ids": torch.randint(low, vocab, (args.batch, args.seq), generator=gen),
-                 "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
-                 "labels": torch.randint(0, 2, (args.batch,), generator=gen)}
+        batch = {
+            "input_ids": torch.randint(low, vocab, (args.batch, args.seq), generator=gen),
+            "attention_mask": torch.ones(args.batch, args.seq, dtype=torch.long),
+            "labels": torch.randint(0, 2, (args.batch,), generator=gen),
+        }
         trainer._batch = lambda _k, b=batch: b  # every device: the same fixed batch
         model = trainer.model
         lora_input_first = list(reversed(trainer.blocks))
@@ -117,8 +129,8 @@ def main() -> None:
         cent_params = trainer.params
 
         cent_s = _median_time(
-            functools.partial(_central_step, trainer, batch, precision, full_gradient),
-            args.repeats)
+            functools.partial(_central_step, trainer, batch, precision, full_gradient), args.repeats
+        )
         train_only(model, cent_params)
         counter = flop_counter()
         with counter, autocast:
@@ -127,16 +139,23 @@ def main() -> None:
         train_only(model, [])
         deft_rate = sum(depth_flops) / round_s
         cent_rate = cent_flops / cent_s
-        print(f"\n[{precision}] per-depth step times (profiler, s): "
-              + ", ".join(f"l={i + 1}: {s:.3f}" for i, s in enumerate(depth_s)))
-        print(f"[{precision}] DEFT round (engine, L={L} devices): {round_s:.3f} s; sum of "
-              f"per-depth steps {sum_s:.3f} s; engine overhead {100 * (round_s / sum_s - 1):+.1f}%"
-              f" (per-repeat ratios: "
-              + ", ".join(f"{r / q:.3f}" for r, q in zip(rounds, sums, strict=True)) + ")")
-        print(f"[{precision}] FLOP/s: DEFT round {deft_rate / 1e9:.1f} GFLOP/s "
-              f"({sum(depth_flops) / 1e9:.1f} GFLOP), centralized step "
-              f"{cent_rate / 1e9:.1f} GFLOP/s ({cent_flops / 1e9:.1f} GFLOP in {cent_s:.3f} s); "
-              f"ratio {deft_rate / cent_rate:.2f}")
+        print(
+            f"\n[{precision}] per-depth step times (profiler, s): "
+            + ", ".join(f"l={i + 1}: {s:.3f}" for i, s in enumerate(depth_s))
+        )
+        print(
+            f"[{precision}] DEFT round (engine, L={L} devices): {round_s:.3f} s; sum of "
+            f"per-depth steps {sum_s:.3f} s; engine overhead {100 * (round_s / sum_s - 1):+.1f}%"
+            f" (per-repeat ratios: "
+            + ", ".join(f"{r / q:.3f}" for r, q in zip(rounds, sums, strict=True))
+            + ")"
+        )
+        print(
+            f"[{precision}] FLOP/s: DEFT round {deft_rate / 1e9:.1f} GFLOP/s "
+            f"({sum(depth_flops) / 1e9:.1f} GFLOP), centralized step "
+            f"{cent_rate / 1e9:.1f} GFLOP/s ({cent_flops / 1e9:.1f} GFLOP in {cent_s:.3f} s); "
+            f"ratio {deft_rate / cent_rate:.2f}"
+        )
         print(f"[{precision}] load average now {os.getloadavg()[0]:.2f}")
         sys.stdout.flush()
 

@@ -15,15 +15,31 @@ runner = CliRunner()
 
 def write_profile(path, L=4):
     depths = [
-        {"depth": l, "flops": 2e11 * (1 + 0.3 * l), "activation_bytes": 0.2e9 * l,
-         "weight_bytes": 0.5e9, "block_param_bytes": 2e5, "host_seconds": None}
+        {
+            "depth": l,
+            "flops": 2e11 * (1 + 0.3 * l),
+            "activation_bytes": 0.2e9 * l,
+            "weight_bytes": 0.5e9,
+            "block_param_bytes": 2e5,
+            "host_seconds": None,
+        }
         for l in range(1, L + 1)
     ]
-    path.write_text(json.dumps({
-        "model": "tiny", "dtype": "fp32", "batch": 32, "seq": 16, "lora_r": 8,
-        "lora_targets": ["query", "value"], "block_bits": 786432, "source": "analytic",
-        "depths": depths,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "model": "tiny",
+                "dtype": "fp32",
+                "batch": 32,
+                "seq": 16,
+                "lora_r": 8,
+                "lora_targets": ["query", "value"],
+                "block_bits": 786432,
+                "source": "analytic",
+                "depths": depths,
+            }
+        )
+    )
     return path
 
 
@@ -50,8 +66,14 @@ def test_simulate_writes_files_and_summary(config, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["fig5.csv", "manifest.json"]
     with (out / "fig5.csv").open(newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["snr_db", "scheme", "mean_latency_s", "ci95_s", "rounds",
-                       "infeasible_rounds"]
+    assert rows[0] == [
+        "snr_db",
+        "scheme",
+        "mean_latency_s",
+        "ci95_s",
+        "rounds",
+        "infeasible_rounds",
+    ]
     assert len(rows) == 1 + 2 * 6
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 3 and manifest["config"]["rounds"] == 5
@@ -60,8 +82,19 @@ def test_simulate_writes_files_and_summary(config, tmp_path):
 
 def test_flags_override_the_config(config, tmp_path):
     out = tmp_path / "other"
-    res = invoke("--config", str(config), "-e", "fig8", "--rounds", "3", "--out", str(out),
-                 "--no-plots", "--schemes", "ba,jbba")
+    res = invoke(
+        "--config",
+        str(config),
+        "-e",
+        "fig8",
+        "--rounds",
+        "3",
+        "--out",
+        str(out),
+        "--no-plots",
+        "--schemes",
+        "ba,jbba",
+    )
     assert res.exit_code == 0, res.output
     with (out / "fig8.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -72,8 +105,9 @@ def test_flags_override_the_config(config, tmp_path):
 
 def test_same_seed_same_csv(config, tmp_path):
     for name in ("a", "b"):
-        res = invoke("--config", str(config), "-e", "fig6", "--no-plots",
-                     "--out", str(tmp_path / name))
+        res = invoke(
+            "--config", str(config), "-e", "fig6", "--no-plots", "--out", str(tmp_path / name)
+        )
         assert res.exit_code == 0, res.output
     assert (tmp_path / "a" / "fig6.csv").read_bytes() == (tmp_path / "b" / "fig6.csv").read_bytes()
 

@@ -28,8 +28,13 @@ from loladeft.system.scenario import (
 def tiny_profile(L: int = 4, **over) -> SimpleNamespace:
     """A hand-made profile: FLOPs and activations linear in depth, like Fig. 4(a)."""
     depths = [
-        SimpleNamespace(depth=l, flops=1e11 * (1 + l), activation_bytes=0.4e9 * l,
-                        weight_bytes=0.5e9, block_param_bytes=2e5)
+        SimpleNamespace(
+            depth=l,
+            flops=1e11 * (1 + l),
+            activation_bytes=0.4e9 * l,
+            weight_bytes=0.5e9,
+            block_param_bytes=2e5,
+        )
         for l in range(1, L + 1)
     ]
     return SimpleNamespace(**{"model": "tiny", "block_bits": 786432, "depths": depths, **over})
@@ -178,7 +183,7 @@ def test_instance_equals_independent_recomputation(costs):
         for k in range(6):
             for l in range(4):
                 assert inst.J[k, l] == pytest.approx(3 * 1e11 * (l + 2) / F / f[k], rel=1e-12)
-        snr = 10 ** 0.7
+        snr = 10**0.7
         expect_r = [math.log2(1 + snr * 1e-3 * h) for h in rounds.fading[i]]
         np.testing.assert_allclose(inst.spectral_efficiency, expect_r, rtol=1e-12)
         np.testing.assert_array_equal(inst.device_memory, rounds.device_memory[i])

@@ -58,28 +58,64 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
     config = transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=NUM_LAYERS,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     torch.manual_seed(0)
     model = transformers.BertForSequenceClassification(config)
     model.save_pretrained(root / "model")
     tok.save_pretrained(root / "model")
     _write_sst2(root / "glue" / "SST-2", 400, 1)
     _write_sst2(root / "glue" / "SST-2", 100, 2)
-    depths = tuple(DepthCost(depth=l, flops=1e9 * (1 + 0.3 * l), activation_bytes=1e6 * l,
-                             weight_bytes=1e6, block_param_bytes=1e4)
-                   for l in range(1, NUM_LAYERS + 1))
-    Profile(model="tiny", dtype="fp32", batch=8, seq=16, lora_r=8,
-            lora_targets=("query", "value"), block_bits=32 * 1024, depths=depths,
-            source="analytic", note="test profile").to_json(root / "profile.json")
-    return {"model": str(root / "model"), "data_dir": str(root / "glue"),
-            "profile": str(root / "profile.json")}
+    depths = tuple(
+        DepthCost(
+            depth=l,
+            flops=1e9 * (1 + 0.3 * l),
+            activation_bytes=1e6 * l,
+            weight_bytes=1e6,
+            block_param_bytes=1e4,
+        )
+        for l in range(1, NUM_LAYERS + 1)
+    )
+    Profile(
+        model="tiny",
+        dtype="fp32",
+        batch=8,
+        seq=16,
+        lora_r=8,
+        lora_targets=("query", "value"),
+        block_bits=32 * 1024,
+        depths=depths,
+        source="analytic",
+        note="test profile",
+    ).to_json(root / "profile.json")
+    return {
+        "model": str(root / "model"),
+        "data_dir": str(root / "glue"),
+        "profile": str(root / "profile.json"),
+    }
 
 
 def _cfg(tiny: dict[str, str], **kw: object) -> TrainConfig:
-    base = dict(task="sst2", scheme="jbba", rounds=4, num_devices=5, batch=8, lr=2e-2,
-                warmup_ratio=0.0, lora_dropout=0.0, eval_every=2, precision="fp32", **tiny)
+    base = dict(
+        task="sst2",
+        scheme="jbba",
+        rounds=4,
+        num_devices=5,
+        batch=8,
+        lr=2e-2,
+        warmup_ratio=0.0,
+        lora_dropout=0.0,
+        eval_every=2,
+        precision="fp32",
+        **tiny,
+    )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -126,14 +162,22 @@ def test_device_step_stays_in_its_block(tiny, depth):
     backward_hit: set[int] = set()
     hooks = []
     for i, layer in enumerate(layers):
-        hooks.append(layer.register_forward_hook(
-            lambda _m, _inp, out, i=i: forward_grad.__setitem__(i, out[0].requires_grad)
-            if isinstance(out, tuple) else forward_grad.__setitem__(i, out.requires_grad)))
-        hooks.append(layer.register_full_backward_hook(
-            lambda _m, _gi, _go, i=i: backward_hit.add(i)))
+        hooks.append(
+            layer.register_forward_hook(
+                lambda _m, _inp, out, i=i: (
+                    forward_grad.__setitem__(i, out[0].requires_grad)
+                    if isinstance(out, tuple)
+                    else forward_grad.__setitem__(i, out.requires_grad)
+                )
+            )
+        )
+        hooks.append(
+            layer.register_full_backward_hook(lambda _m, _gi, _go, i=i: backward_hit.add(i))
+        )
     block = trainer.blocks[depth - 1]
-    g_block, g_head, loss = device_gradient(trainer.model, block, trainer.head,
-                                            [trainer._batch(0), trainer._batch(1)])
+    g_block, g_head, loss = device_gradient(
+        trainer.model, block, trainer.head, [trainer._batch(0), trainer._batch(1)]
+    )
     for h in hooks:
         h.remove()
     L = len(layers)
@@ -219,8 +263,7 @@ def test_metrics_match_independent_references():
     assert cola["matthews"] == pytest.approx(mcc) == pytest.approx(matthews_corrcoef(y, p))
     mrpc = task_metrics("mrpc", p, y)
     assert mrpc["accuracy"] == pytest.approx(0.7)
-    assert mrpc["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn)) == pytest.approx(
-        f1_score(y, p))
+    assert mrpc["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn)) == pytest.approx(f1_score(y, p))
     assert list(task_metrics("rte", p, y)) == ["accuracy"]
     s_true = np.array([0.0, 1.5, 2.0, 3.7, 5.0])
     s_pred = np.array([0.3, 1.0, 2.6, 3.1, 4.0])
@@ -252,8 +295,9 @@ def test_killed_run_resumes_bit_identically(tiny, tmp_path):
     assert a["weights"].keys() == b["weights"].keys()
     for n in a["weights"]:
         assert torch.equal(a["weights"][n], b["weights"][n]), n
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(),
-                      strict=True):
+    for sa, sb in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"])
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
         assert torch.equal(sa["step"], sb["step"])
@@ -293,9 +337,17 @@ def _bad_layout(tmp_path: Path) -> str:
     return str(tmp_path / "bad")
 
 
-@pytest.mark.parametrize("case", ["unknown task", "missing data dir", "wrong TSV layout",
-                                  "more blocks than devices", "unknown scheme",
-                                  "out holds a run"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown task",
+        "missing data dir",
+        "wrong TSV layout",
+        "more blocks than devices",
+        "unknown scheme",
+        "out holds a run",
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(tiny, finished, tmp_path, case):
     from typer.testing import CliRunner
 
@@ -316,9 +368,23 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(tiny, finished, tmp_path
         args["scheme"] = "fastest"
     else:
         resume = []
-    argv = ["train", *[x for k, v in args.items() for x in (f"--{k}", v)], "--model",
-            tiny["model"], "--profile", tiny["profile"], "--out", str(out), "--rounds", "1",
-            "--batch", "8", "--threads", "1", *resume]
+    argv = [
+        "train",
+        *[x for k, v in args.items() for x in (f"--{k}", v)],
+        "--model",
+        tiny["model"],
+        "--profile",
+        tiny["profile"],
+        "--out",
+        str(out),
+        "--rounds",
+        "1",
+        "--batch",
+        "8",
+        "--threads",
+        "1",
+        *resume,
+    ]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
@@ -347,8 +413,7 @@ def test_shared_trajectory_replays_each_schemes_clock(tiny, tmp_path):
 
 
 def test_centralized_baseline_uses_m_times_batch(tiny, tmp_path):
-    trainer = train(_cfg(tiny, scheme="centralized", rounds=2, local_iterations=2),
-                    tmp_path / "c")
+    trainer = train(_cfg(tiny, scheme="centralized", rounds=2, local_iterations=2), tmp_path / "c")
     assert trainer.streams[0].batch == 2 * 8 and trainer.clock is None
     rows = read_metrics(tmp_path / "c" / "metrics.csv")
     assert {r["mode"] for r in rows} == {"centralized"} and rows[-1]["sim_time_s"] == ""
@@ -358,8 +423,10 @@ GLUE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue"
 
 
 @pytest.mark.skipif(not GLUE.is_dir(), reason="no GLUE TSV folder at ../shared/data/glue")
-@pytest.mark.parametrize(("task", "train_rows", "dev_rows"), [
-    ("cola", 8551, 1043), ("mrpc", 3668, 408), ("stsb", 5749, 1500), ("rte", 2490, 277)])
+@pytest.mark.parametrize(
+    ("task", "train_rows", "dev_rows"),
+    [("cola", 8551, 1043), ("mrpc", 3668, 408), ("stsb", 5749, 1500), ("rte", 2490, 277)],
+)
 def test_glue_tsv_files_read_completely(task, train_rows, dev_rows):
     from loladeft.training.data import load_task
 
@@ -386,8 +453,10 @@ def test_cli_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, loladeft.cli.app, loladeft.training.run, loladeft.training.table1; "
-            "sys.exit(int(any(m in sys.modules for m in ('torch', 'transformers', 'peft'))))")
+    code = (
+        "import sys, loladeft.cli.app, loladeft.training.run, loladeft.training.table1; "
+        "sys.exit(int(any(m in sys.modules for m in ('torch', 'transformers', 'peft'))))"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -401,16 +470,25 @@ def test_table1_times_to_90_percent_of_centralized(tmp_path):
         if cfg.centralized:
             curves = {"centralized": [(None, 0.5), (None, 0.8), (None, 0.7)]}
         else:
-            curves = {"comm-aware": [(0, 0.5), (100, 0.6), (200, 0.75)],
-                      "ba": [(0, 0.5), (60, 0.72), (120, 0.8)],
-                      "jbba": [(0, 0.5), (50, 0.7), (100, 0.9)]}
+            curves = {
+                "comm-aware": [(0, 0.5), (100, 0.6), (200, 0.75)],
+                "ba": [(0, 0.5), (60, 0.72), (120, 0.8)],
+                "jbba": [(0, 0.5), (50, 0.7), (100, 0.9)],
+            }
         with (folder / "metrics.csv").open("w") as fh:
             w = csv.DictWriter(fh, CSV_COLUMNS)
             w.writeheader()
             for scheme, pts in curves.items():
                 for i, (t, m) in enumerate(pts):
-                    w.writerow({"round": i, "scheme": scheme, "sim_time_s": "" if t is None
-                                else t, "metric": m, "metric_name": "accuracy"})
+                    w.writerow(
+                        {
+                            "round": i,
+                            "scheme": scheme,
+                            "sim_time_s": "" if t is None else t,
+                            "metric": m,
+                            "metric_name": "accuracy",
+                        }
+                    )
 
     base = TrainConfig(task="mrpc", rounds=2, precision="fp32")
     rows = run_table1(base, ["mrpc"], tmp_path, shared=True, run=fake_run)

@@ -18,25 +18,36 @@ def reproduce(
     tasks: Annotated[str, typer.Option(help="Comma-separated GLUE tasks.")] = "mrpc,rte",
     rounds: Annotated[int, typer.Option(help="Rounds (= steps) of every run.")] = 100,
     devices: Annotated[int, typer.Option(help="K devices.")] = 20,
-    data_dir: Annotated[Path | None, typer.Option(
-        help="GLUE TSV folder (e.g. ../shared/data/glue); omit for HF datasets (online).")
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="GLUE TSV folder (e.g. ../shared/data/glue); omit for HF datasets (online)."
+        ),
     ] = None,
     model: Annotated[str, typer.Option(help="'minilm', a HF folder or hub id.")] = "minilm",
-    profile: Annotated[str | None, typer.Option(
-        help="Profile for d(l), b(l) (builtin name or JSON); default: the model's builtin.")
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Profile for d(l), b(l) (builtin name or JSON); default: the model's builtin."
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/table1"),
-    shared: Annotated[bool, typer.Option(
-        "--shared/--separate",
-        help="One training run replayed on every scheme's clock (cheap) instead of one run "
-             "per scheme (faithful, default).")] = False,
+    shared: Annotated[
+        bool,
+        typer.Option(
+            "--shared/--separate",
+            help="One training run replayed on every scheme's clock (cheap) instead of one run "
+            "per scheme (faithful, default).",
+        ),
+    ] = False,
     batch: Annotated[int, typer.Option(help="Per-device batch.")] = 32,
     local_iterations: Annotated[int, typer.Option("--local-iterations", "-M")] = 1,
     lr: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = 5e-4,
     eval_every: Annotated[int, typer.Option(help="Evaluate every this many rounds.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    precision: Annotated[str, typer.Option(
-        help="auto (bf16 where the CPU has native bf16), fp32 or bf16.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 where the CPU has native bf16), fp32 or bf16.")
+    ] = "auto",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
 ) -> None:
     """Run centralized + comm-aware + ba + jbba per task and write table1.md/.csv and
@@ -53,11 +64,21 @@ def reproduce(
         if not names:
             fail("tasks: give at least one task")
         names = tuple(get_task(t).name for t in names)
-        base = TrainConfig(task=names[0], scheme="jbba", rounds=rounds, num_devices=devices,
-                           batch=batch, local_iterations=local_iterations, lr=lr,
-                           model=model, profile=profile,
-                           data_dir=None if data_dir is None else str(data_dir),
-                           eval_every=eval_every, seed=seed, precision=precision)
+        base = TrainConfig(
+            task=names[0],
+            scheme="jbba",
+            rounds=rounds,
+            num_devices=devices,
+            batch=batch,
+            local_iterations=local_iterations,
+            lr=lr,
+            model=model,
+            profile=profile,
+            data_dir=None if data_dir is None else str(data_dir),
+            eval_every=eval_every,
+            seed=seed,
+            precision=precision,
+        )
     except LoladeftError as exc:
         fail(str(exc))
 

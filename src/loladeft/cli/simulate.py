@@ -15,38 +15,51 @@ _EXPERIMENTS = ("fig5", "fig6", "fig8", "all")
 def simulate(
     experiment: Annotated[
         str | None,
-        typer.Option("--experiment", "-e",
-                     help="fig5 (latency vs transmit SNR), fig6 (vs uplink bandwidth), "
-                          "fig8 (vs number of devices), or all (default: all, or the "
-                          "config file's list).", show_default=False),
+        typer.Option(
+            "--experiment",
+            "-e",
+            help="fig5 (latency vs transmit SNR), fig6 (vs uplink bandwidth), "
+            "fig8 (vs number of devices), or all (default: all, or the "
+            "config file's list).",
+            show_default=False,
+        ),
     ] = None,
     rounds: Annotated[
         int | None,
-        typer.Option(help="Monte-Carlo rounds per point (default: 1000, --quick: 100).",
-                     show_default=False),
+        typer.Option(
+            help="Monte-Carlo rounds per point (default: 1000, --quick: 100).", show_default=False
+        ),
     ] = None,
     devices: Annotated[
         int | None,
-        typer.Option("--devices", "-K",
-                     help="Number of devices K at the default point (default: 20).",
-                     show_default=False),
+        typer.Option(
+            "--devices",
+            "-K",
+            help="Number of devices K at the default point (default: 20).",
+            show_default=False,
+        ),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Master seed (default: 2024).", show_default=False)
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Output folder for CSV, PNG/PDF and manifest.json "
-                          "(default: results).", show_default=False),
+        typer.Option(
+            help="Output folder for CSV, PNG/PDF and manifest.json (default: results).",
+            show_default=False,
+        ),
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="100 rounds per point (unless --rounds is given).")
     ] = False,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c",
-                     help="TOML file with any setting (see configs/paper.toml); flags "
-                          "override it.", show_default=False),
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML file with any setting (see configs/paper.toml); flags override it.",
+            show_default=False,
+        ),
     ] = None,
     workers: Annotated[
         int | None,
@@ -54,8 +67,11 @@ def simulate(
     ] = None,
     schemes: Annotated[
         str | None,
-        typer.Option(help="Comma-separated schemes (default: comm-aware,comp-aware,random,"
-                          "ba,jbba-dual,jbba).", show_default=False),
+        typer.Option(
+            help="Comma-separated schemes (default: comm-aware,comp-aware,random,"
+            "ba,jbba-dual,jbba).",
+            show_default=False,
+        ),
     ] = None,
     no_plots: Annotated[
         bool, typer.Option("--no-plots", help="Write only CSV and manifest.")
@@ -81,12 +97,16 @@ def simulate(
             out=None if out is None else str(out),
             workers=workers,
             num_devices=devices,
-            experiments=(None if experiment is None
-                         else ("fig5", "fig6", "fig8") if experiment == "all"
-                         else (experiment,)),
-            schemes=None if schemes is None else tuple(
-                s.strip() for s in schemes.split(",") if s.strip()
+            experiments=(
+                None
+                if experiment is None
+                else ("fig5", "fig6", "fig8")
+                if experiment == "all"
+                else (experiment,)
             ),
+            schemes=None
+            if schemes is None
+            else tuple(s.strip() for s in schemes.split(",") if s.strip()),
         )
     except LoladeftError as exc:
         fail(str(exc))

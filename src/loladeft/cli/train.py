@@ -17,39 +17,59 @@ def _split(text: str | None) -> tuple[str, ...]:
 
 
 def train(
-    task: Annotated[str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, rte, qnli, "
-                                           "qqp, mnli.")],
-    scheme: Annotated[str, typer.Option(help="Scheduling scheme (jbba, ba, comm-aware... see "
-                                             "'loladeft solve --help') or 'centralized'.")
-                      ] = "jbba",
+    task: Annotated[
+        str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, rte, qnli, qqp, mnli.")
+    ],
+    scheme: Annotated[
+        str,
+        typer.Option(
+            help="Scheduling scheme (jbba, ba, comm-aware... see "
+            "'loladeft solve --help') or 'centralized'."
+        ),
+    ] = "jbba",
     devices: Annotated[int, typer.Option(help="K devices holding i.i.d. shards.")] = 20,
-    rounds: Annotated[int, typer.Option(help="Communication rounds N (= optimizer steps).")
-                      ] = 100,
-    data_dir: Annotated[Path | None, typer.Option(
-        help="GLUE TSV folder (e.g. ../shared/data/glue); omit to download glue/<task> with "
-             "Hugging Face datasets.")] = None,
-    model: Annotated[str, typer.Option(help="'minilm' (offline), a HF folder or hub id.")
-                     ] = "minilm",
+    rounds: Annotated[int, typer.Option(help="Communication rounds N (= optimizer steps).")] = 100,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="GLUE TSV folder (e.g. ../shared/data/glue); omit to download glue/<task> with "
+            "Hugging Face datasets."
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="'minilm' (offline), a HF folder or hub id.")
+    ] = "minilm",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/train"),
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")
-                      ] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     batch: Annotated[int, typer.Option(help="Per-device batch of one local iteration.")] = 32,
-    local_iterations: Annotated[int, typer.Option("--local-iterations", "-M",
-                                                  help="M local iterations per round.")] = 1,
+    local_iterations: Annotated[
+        int, typer.Option("--local-iterations", "-M", help="M local iterations per round.")
+    ] = 1,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (peak).")] = 5e-4,
     eval_every: Annotated[int, typer.Option(help="Evaluate every this many rounds.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of everything random.")] = 0,
-    shared: Annotated[str | None, typer.Option(
-        help="Shared-trajectory mode: comma-separated schemes whose clocks replay this one "
-             "training run (data routed by --scheme).")] = None,
-    profile: Annotated[str | None, typer.Option(
-        help="Profile for d(l), b(l) (builtin name or JSON); default: the model's builtin.")
+    shared: Annotated[
+        str | None,
+        typer.Option(
+            help="Shared-trajectory mode: comma-separated schemes whose clocks replay this one "
+            "training run (data routed by --scheme)."
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Profile for d(l), b(l) (builtin name or JSON); default: the model's builtin."
+        ),
     ] = None,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     lora_targets: Annotated[str, typer.Option(help="LoRA target modules.")] = "query,value",
     max_length: Annotated[int, typer.Option(help="Token limit per example.")] = 128,
-    precision: Annotated[str, typer.Option(
-        help="auto (bf16 where the CPU has native bf16), fp32 or bf16 (CPU autocast).")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 where the CPU has native bf16), fp32 or bf16 (CPU autocast)."
+        ),
+    ] = "auto",
     snr_db: Annotated[float, typer.Option(help="Transmit SNR in dB.")] = 10.0,
     bandwidth_mhz: Annotated[float, typer.Option(help="Uplink bandwidth B in MHz.")] = 100.0,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
@@ -60,19 +80,34 @@ def train(
 
     try:
         cfg = TrainConfig(
-            task=task, scheme=scheme, rounds=rounds, num_devices=devices, batch=batch,
-            local_iterations=local_iterations, lr=lr, lora_r=lora_r,
-            lora_targets=_split(lora_targets), max_length=max_length, model=model,
-            profile=profile, data_dir=None if data_dir is None else str(data_dir),
-            eval_every=eval_every, seed=seed, snr_db=snr_db, bandwidth_hz=bandwidth_mhz * 1e6,
-            shared_schemes=_split(shared), precision=precision)
+            task=task,
+            scheme=scheme,
+            rounds=rounds,
+            num_devices=devices,
+            batch=batch,
+            local_iterations=local_iterations,
+            lr=lr,
+            lora_r=lora_r,
+            lora_targets=_split(lora_targets),
+            max_length=max_length,
+            model=model,
+            profile=profile,
+            data_dir=None if data_dir is None else str(data_dir),
+            eval_every=eval_every,
+            seed=seed,
+            snr_db=snr_db,
+            bandwidth_hz=bandwidth_mhz * 1e6,
+            shared_schemes=_split(shared),
+            precision=precision,
+        )
     except LoladeftError as exc:
         fail(str(exc))
     run_with_progress(cfg, out, resume=resume, threads=threads)
 
 
-def run_with_progress(cfg: Any, out: Path, *, resume: bool, threads: int | None = None,
-                      label: str | None = None) -> Any:
+def run_with_progress(
+    cfg: Any, out: Path, *, resume: bool, threads: int | None = None, label: str | None = None
+) -> Any:
     """Run :func:`loladeft.training.run.train` under a Rich progress bar; one-line errors."""
     from rich.console import Console
     from rich.progress import (
@@ -98,9 +133,15 @@ def run_with_progress(cfg: Any, out: Path, *, resume: bool, threads: int | None 
             torch.set_num_threads(threads)
         # the bar starts with the first round, so that bad input found while loading the
         # data and the model prints only its one error line
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                       TimeRemainingColumn(), console=console)
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
         desc = label or f"{cfg.task} · {cfg.scheme} · {cfg.mode}"
         tid = bar.add_task(desc, total=cfg.rounds, info="")
 
@@ -116,12 +157,18 @@ def run_with_progress(cfg: Any, out: Path, *, resume: bool, threads: int | None 
             bar.update(tid, completed=rec.round, info=info)
 
         try:
-            trainer = run_train(cfg, out, resume=resume, on_round=on_round,
-                                log=lambda m: console.print(f"[yellow]{m}"))
+            trainer = run_train(
+                cfg,
+                out,
+                resume=resume,
+                on_round=on_round,
+                log=lambda m: console.print(f"[yellow]{m}"),
+            )
         finally:
             bar.stop()
     except LoladeftError as exc:
         fail(str(exc))
-    console.print(f"wrote {out}/metrics.csv, manifest.json, checkpoint.pt, adapter/, "
-                  "metric_vs_time.png")
+    console.print(
+        f"wrote {out}/metrics.csv, manifest.json, checkpoint.pt, adapter/, metric_vs_time.png"
+    )
     return trainer

@@ -36,19 +36,41 @@ def write_csv(path: Path, experiment: Experiment, points: list[PointResult]) -> 
         writer.writerow((experiment.column, *CSV_COLUMNS))
         for point in points:
             for st in point.stats():
-                writer.writerow((_x(experiment, point.x), st.scheme, _num(st.mean_latency_s),
-                                 _num(st.ci95_s), st.rounds, st.infeasible_rounds))
+                writer.writerow(
+                    (
+                        _x(experiment, point.x),
+                        st.scheme,
+                        _num(st.mean_latency_s),
+                        _num(st.ci95_s),
+                        st.rounds,
+                        st.infeasible_rounds,
+                    )
+                )
 
 
 def git_revision(root: Path | None = None) -> dict[str, Any]:
     """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding the code."""
     root = root or Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=5,
-                               check=True).stdout.strip() != ""
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+            != ""
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": sha, "dirty": dirty}
@@ -56,8 +78,7 @@ def git_revision(root: Path | None = None) -> dict[str, Any]:
 
 def package_versions() -> dict[str, str | None]:
     """Versions of Python and the packages the results depend on."""
-    out: dict[str, str | None] = {"python": sys.version.split()[0],
-                                  "platform": platform.platform()}
+    out: dict[str, str | None] = {"python": sys.version.split()[0], "platform": platform.platform()}
     for name in ("loladeft", "numpy", "scipy", "matplotlib", "rich", "typer"):
         try:
             out[name] = metadata.version(name)
@@ -79,5 +100,6 @@ def _clean(value: Any) -> Any:
 
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest`` as strict JSON (nan becomes null)."""
-    path.write_text(json.dumps(_clean(manifest), indent=2, allow_nan=False) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps(_clean(manifest), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )

@@ -15,8 +15,12 @@ STYLE: dict[str, dict[str, str]] = {
     "comp-aware": {"label": "Comp-aware DEFT", "color": "tab:brown", "ls": "--", "marker": "^"},
     "random": {"label": "Random", "color": "tab:olive", "ls": ":", "marker": "x"},
     "ba": {"label": "BA for DEFT", "color": "tab:blue", "ls": "-", "marker": "o"},
-    "jbba-dual": {"label": "JBBA (dual ascent, Alg. 3)", "color": "tab:orange", "ls": "-.",
-                  "marker": "s"},
+    "jbba-dual": {
+        "label": "JBBA (dual ascent, Alg. 3)",
+        "color": "tab:orange",
+        "ls": "-.",
+        "marker": "s",
+    },
     "jbba": {"label": "JBBA (exact)", "color": "tab:red", "ls": "-", "marker": "D"},
 }
 
@@ -46,9 +50,16 @@ def plot_experiment(
     for s, name in enumerate(points[0].schemes):
         mean, ci = means[:, s], cis[:, s]
         style = STYLE.get(name, {"label": name})
-        line = ax.plot(xs, mean, label=style["label"], color=style.get("color"),
-                       linestyle=style.get("ls", "-"), marker=style.get("marker"),
-                       markersize=4, linewidth=1.5)[0]
+        line = ax.plot(
+            xs,
+            mean,
+            label=style["label"],
+            color=style.get("color"),
+            linestyle=style.get("ls", "-"),
+            marker=style.get("marker"),
+            markersize=4,
+            linewidth=1.5,
+        )[0]
         low = mean - ci
         if log and (low <= 0).any():  # a heavy tail: the lower bound is not positive
             clipped = True

@@ -84,9 +84,19 @@ class PointResult:
             ci = float(Z95 * vals.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
             share = float(self.compute_share[s, ok].mean()) if n else math.nan
             median = float(np.median(vals)) if n else math.nan
-            out.append(SchemeStats(name, mean, ci, self.rounds, self.rounds - n, share,
-                                   float(self.solve_seconds[s]), int(self.memory_wall[s]),
-                                   median))
+            out.append(
+                SchemeStats(
+                    name,
+                    mean,
+                    ci,
+                    self.rounds,
+                    self.rounds - n,
+                    share,
+                    float(self.solve_seconds[s]),
+                    int(self.memory_wall[s]),
+                    median,
+                )
+            )
         return out
 
 
@@ -166,8 +176,19 @@ def simulate_point(
             k = int(np.argmax(res.device_latency))
             l = int(np.flatnonzero(res.assignment == k)[0])
             share[s, i] = inst.J[k, l] / res.device_latency[k]
-    return PointResult(experiment, index, float(x), tuple(schemes), latency, share, seconds,
-                       walls, time.perf_counter() - start, assign, bw)
+    return PointResult(
+        experiment,
+        index,
+        float(x),
+        tuple(schemes),
+        latency,
+        share,
+        seconds,
+        walls,
+        time.perf_counter() - start,
+        assign,
+        bw,
+    )
 
 
 @dataclass(frozen=True)
@@ -185,9 +206,13 @@ class PointTask:
     def run(self) -> PointResult:
         """Simulate this point."""
         return simulate_point(
-            self.scenario, self.schemes, self.rounds,
+            self.scenario,
+            self.schemes,
+            self.rounds,
             point_seed(self.seed, self.experiment, self.index),
-            experiment=self.experiment.name, index=self.index, x=self.x,
+            experiment=self.experiment.name,
+            index=self.index,
+            x=self.x,
         )
 
 

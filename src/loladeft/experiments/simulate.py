@@ -20,8 +20,9 @@ from loladeft.experiments.sweeps import EXPERIMENTS, PAPER_RATIOS, Experiment
 from loladeft.system.scenario import BlockCosts, ProfileLike, Scenario, load_block_costs
 
 
-def base_scenario(cfg: SimulationConfig, profile: ProfileLike | BlockCosts | None = None
-                  ) -> Scenario:
+def base_scenario(
+    cfg: SimulationConfig, profile: ProfileLike | BlockCosts | None = None
+) -> Scenario:
     """The default point of every sweep, from the config (and a profile object if given)."""
     sc = cfg.scenario
     if isinstance(profile, BlockCosts):
@@ -55,8 +56,9 @@ def build_tasks(cfg: SimulationConfig, base: Scenario) -> list[PointTask]:
                 scenario = exp.apply(base, x)
             except InvalidScenarioError as exc:
                 raise InvalidScenarioError(f"sweeps.{name}[{i}]", str(exc)) from None
-            tasks.append(PointTask(exp, i, float(x), scenario, tuple(cfg.schemes),
-                                   cfg.rounds, cfg.seed))
+            tasks.append(
+                PointTask(exp, i, float(x), scenario, tuple(cfg.schemes), cfg.rounds, cfg.seed)
+            )
     return tasks
 
 
@@ -97,9 +99,20 @@ def summarize(cfg: SimulationConfig, base: Scenario, sweeps: SweepResults) -> li
                     if e == name and math.isclose(px, x) and s == st.scheme and r in stats:
                         ours = st.mean_latency_s / stats[r].mean_latency_s
                         paper.append({"reference": r, "paper": ratio, "ours": ours})
-                rows.append(SummaryRow(name, x, st.scheme, st.mean_latency_s, st.ci95_s, rel,
-                                       st.compute_share, st.infeasible_rounds, st.rounds,
-                                       paper))
+                rows.append(
+                    SummaryRow(
+                        name,
+                        x,
+                        st.scheme,
+                        st.mean_latency_s,
+                        st.ci95_s,
+                        rel,
+                        st.compute_share,
+                        st.infeasible_rounds,
+                        st.rounds,
+                        paper,
+                    )
+                )
     return rows
 
 
@@ -112,8 +125,9 @@ def solver_timing(sweeps: SweepResults) -> dict[str, dict[str, float]]:
             for s, name in enumerate(p.schemes):
                 total[name] = total.get(name, 0.0) + float(p.solve_seconds[s])
                 count[name] = count.get(name, 0) + p.rounds
-    return {n: {"ms_per_solve": 1e3 * total[n] / count[n], "total_seconds": total[n]}
-            for n in total}
+    return {
+        n: {"ms_per_solve": 1e3 * total[n] / count[n], "total_seconds": total[n]} for n in total
+    }
 
 
 @dataclass
@@ -176,12 +190,21 @@ def run_simulation(
             TimeRemainingColumn,
         )
 
-        bar = Progress(TextColumn("[bold]simulate[/] {task.description}"), BarColumn(),
-                       MofNCompleteColumn(), TextColumn("points"), TimeElapsedColumn(),
-                       TimeRemainingColumn(), console=console, transient=False)
+        bar = Progress(
+            TextColumn("[bold]simulate[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("points"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
         with bar:
-            job = bar.add_task(f"{len(tasks)} points x {cfg.rounds} rounds x "
-                               f"{len(cfg.schemes)} schemes", total=len(tasks))
+            job = bar.add_task(
+                f"{len(tasks)} points x {cfg.rounds} rounds x {len(cfg.schemes)} schemes",
+                total=len(tasks),
+            )
 
             def done(res: PointResult) -> None:
                 bar.advance(job)
@@ -191,8 +214,10 @@ def run_simulation(
         sweeps = run_tasks(tasks, cfg.workers)
 
     files: list[Path] = []
-    subtitle = (f"{base.costs.model}, {cfg.rounds} rounds/point, "
-                f"{base.snr_convention} SNR, M = {base.local_iterations}")
+    subtitle = (
+        f"{base.costs.model}, {cfg.rounds} rounds/point, "
+        f"{base.snr_convention} SNR, M = {base.local_iterations}"
+    )
     for name, points in sweeps.points.items():
         exp = EXPERIMENTS[name]
         csv_path = out_dir / f"{name}.csv"
@@ -216,29 +241,43 @@ def _point_record(exp: Experiment, p: PointResult) -> dict[str, Any]:
         exp.column: p.x,
         "wall_seconds": p.wall_seconds,
         "schemes": [
-            {"scheme": st.scheme, "mean_latency_s": st.mean_latency_s, "ci95_s": st.ci95_s,
-             "median_latency_s": st.median_latency_s,
-             "rounds": st.rounds, "infeasible_rounds": st.infeasible_rounds,
-             "compute_share": st.compute_share, "memory_wall_rounds": st.memory_wall_rounds,
-             "solve_seconds": st.solve_seconds}
+            {
+                "scheme": st.scheme,
+                "mean_latency_s": st.mean_latency_s,
+                "ci95_s": st.ci95_s,
+                "median_latency_s": st.median_latency_s,
+                "rounds": st.rounds,
+                "infeasible_rounds": st.infeasible_rounds,
+                "compute_share": st.compute_share,
+                "memory_wall_rounds": st.memory_wall_rounds,
+                "solve_seconds": st.solve_seconds,
+            }
             for st in p.stats()
         ],
     }
 
 
-def _manifest(cfg: SimulationConfig, base: Scenario, sweeps: SweepResults,
-              summary: list[SummaryRow], timing: dict[str, dict[str, float]],
-              files: list[Path], wall: float) -> dict[str, Any]:
+def _manifest(
+    cfg: SimulationConfig,
+    base: Scenario,
+    sweeps: SweepResults,
+    summary: list[SummaryRow],
+    timing: dict[str, dict[str, float]],
+    files: list[Path],
+    wall: float,
+) -> dict[str, Any]:
     return {
         "tool": "loladeft simulate",
         "seed": cfg.seed,
         "config": cfg.to_dict(),
         "scenario": base.describe(),
         "seeding": "point i of experiment e: SeedSequence(seed, spawn_key=(e.key, i)); "
-                   "keys fig5=5, fig6=6, fig8=8",
+        "keys fig5=5, fig6=6, fig8=8",
         "experiments": {
-            name: {"x": EXPERIMENTS[name].column,
-                   "points": [_point_record(EXPERIMENTS[name], p) for p in points]}
+            name: {
+                "x": EXPERIMENTS[name].column,
+                "points": [_point_record(EXPERIMENTS[name], p) for p in points],
+            }
             for name, points in sweeps.points.items()
         },
         "summary": [vars(r) | {"x": r.x} for r in summary],
@@ -268,8 +307,11 @@ def print_summary(report: SimulationReport, console: Any = None) -> None:
     for (name, x), rows in groups.items():
         exp = EXPERIMENTS[name]
         xs = f"{int(x)}" if exp.column == "num_devices" else f"{x:g}"
-        table = Table(title=f"{name} at {xs}{units[exp.column]} ({exp.title})",
-                      title_justify="left", title_style="bold")
+        table = Table(
+            title=f"{name} at {xs}{units[exp.column]} ({exp.title})",
+            title_justify="left",
+            title_style="bold",
+        )
         table.add_column("scheme", no_wrap=True)
         table.add_column("latency (s) ± 95% CI", justify="right", no_wrap=True)
         table.add_column("vs comm-aware", justify="right", no_wrap=True)
@@ -277,18 +319,28 @@ def print_summary(report: SimulationReport, console: Any = None) -> None:
         table.add_column("infeasible", justify="right", no_wrap=True)
         notes = []
         for r in rows:
-            share = ("-" if math.isnan(r.compute_share)
-                     else f"{100 * r.compute_share:.0f}% / {100 * (1 - r.compute_share):.0f}%")
-            table.add_row(r.scheme, f"{r.mean_latency_s:.3f} ± {r.ci95_s:.3f}",
-                          f"{r.relative_to_comm_aware:.2f}×", share,
-                          f"{r.infeasible_rounds}/{r.rounds}")
-            notes += [f"  paper: {r.scheme} = {p['paper']:.2f} × {p['reference']}; "
-                      f"here {p['ours']:.2f} ×" for p in r.paper]
+            share = (
+                "-"
+                if math.isnan(r.compute_share)
+                else f"{100 * r.compute_share:.0f}% / {100 * (1 - r.compute_share):.0f}%"
+            )
+            table.add_row(
+                r.scheme,
+                f"{r.mean_latency_s:.3f} ± {r.ci95_s:.3f}",
+                f"{r.relative_to_comm_aware:.2f}×",
+                share,
+                f"{r.infeasible_rounds}/{r.rounds}",
+            )
+            notes += [
+                f"  paper: {r.scheme} = {p['paper']:.2f} × {p['reference']}; here {p['ours']:.2f} ×"
+                for p in r.paper
+            ]
         console.print(table)
         for line in notes:
             console.print(line)
-    timing = Table(title="Solver time per solve (all points)", title_justify="left",
-                   title_style="bold")
+    timing = Table(
+        title="Solver time per solve (all points)", title_justify="left", title_style="bold"
+    )
     timing.add_column("scheme", no_wrap=True)
     timing.add_column("ms / solve", justify="right")
     timing.add_column("total s", justify="right")
@@ -305,6 +357,8 @@ def print_summary(report: SimulationReport, console: Any = None) -> None:
         "comp / comm: computation vs upload share of the latency of the device that sets "
         "the round latency, averaged over feasible rounds."
     )
-    console.print(f"Wrote {len(report.files)} files to {report.config.out}/ in "
-                  f"{report.wall_seconds:.1f} s (sweeps {report.sweeps.wall_seconds:.1f} s, "
-                  f"{report.config.workers} workers).")
+    console.print(
+        f"Wrote {len(report.files)} files to {report.config.out}/ in "
+        f"{report.wall_seconds:.1f} s (sweeps {report.sweeps.wall_seconds:.1f} s, "
+        f"{report.config.workers} workers)."
+    )

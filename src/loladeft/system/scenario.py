@@ -150,13 +150,19 @@ class BlockCosts:
                 raise InvalidScenarioError(
                     f"profile.depths[{i}].depth", f"must be {i + 1} (depths 1..L in order)"
                 )
-            extra = (entry.get("optimizer_bytes") if isinstance(entry, dict)
-                     else getattr(entry, "optimizer_bytes", None))
+            extra = (
+                entry.get("optimizer_bytes")
+                if isinstance(entry, dict)
+                else getattr(entry, "optimizer_bytes", None)
+            )
             if extra is None:
                 extra = 0.0
-            if isinstance(extra, bool) or not isinstance(
-                extra, (int, float, np.integer, np.floating)
-            ) or not math.isfinite(extra) or extra < 0:
+            if (
+                isinstance(extra, bool)
+                or not isinstance(extra, (int, float, np.integer, np.floating))
+                or not math.isfinite(extra)
+                or extra < 0
+            ):
                 raise InvalidScenarioError(
                     f"profile.depths[{i}].optimizer_bytes", f"must be a number >= 0, got {extra!r}"
                 )
@@ -166,8 +172,13 @@ class BlockCosts:
         if (flops <= 0).any():
             raise InvalidScenarioError("profile.depths", "flops must be > 0 at every depth")
         memory = np.array(
-            [r["weight_bytes"] + r["activation_bytes"] + r["block_param_bytes"]
-             + r["optimizer_bytes"] for r in rows]
+            [
+                r["weight_bytes"]
+                + r["activation_bytes"]
+                + r["block_param_bytes"]
+                + r["optimizer_bytes"]
+                for r in rows
+            ]
         )
         bits = getattr(profile, "block_bits", None)
         if (

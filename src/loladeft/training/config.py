@@ -24,8 +24,10 @@ def resolve_precision(precision: str) -> str:
     import torch
 
     cpu = torch.cpu
-    native = any(getattr(cpu, name, lambda: False)()
-                 for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    native = any(
+        getattr(cpu, name, lambda: False)()
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
     return "bf16" if native else "fp32"
 
 

@@ -331,8 +331,10 @@ class Trainer:
         cfg = self.cfg
         assert self.clock is not None
         inst = self.clock.instance(n)
-        results = {s: self.clock.schedule(n, s, inst)
-                   for s in dict.fromkeys((cfg.scheme, *cfg.clock_schemes))}
+        results = {
+            s: self.clock.schedule(n, s, inst)
+            for s in dict.fromkeys((cfg.scheme, *cfg.clock_schemes))
+        }
         driver = results[cfg.scheme]
         if not driver.feasible:
             # every scheme is memory-aware: no allocation exists this round; nothing trains

