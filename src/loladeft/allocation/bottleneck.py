@@ -91,12 +91,13 @@ def _monotone_assignment(instance: Instance) -> NDArray[np.intp] | None:
     holds = np.searchsorted(b, mem, side="right")  # device k holds blocks l <= holds[k]
 
     def latency_rows(rows: NDArray[np.intp] | slice) -> FloatArray:
-        T = J[rows] + comm[rows, None]  # rows of instance.latency_matrix(), bit for bit
-        T[depth >= holds[rows, None]] = np.inf  # C3
-        return T
+        return J[rows] + comm[rows, None]  # rows of instance.latency_matrix(), bit for bit
+
+    def fits(k: NDArray[np.intp], l: NDArray[np.intp]) -> NDArray[np.bool_]:
+        return l < holds[k]  # C3
 
     need = L - depth  # blocks l..L need L-l+1 devices able to take block l
-    best = cheapest_per_column(latency_rows, K, L, need)
+    best = cheapest_per_column(latency_rows, K, L, need, allowed=fits)
     if (best.count < need).any():
         return None
     # The optimum is max_l of column l's (L-l+1)-th smallest entry. Under it the device sets

@@ -74,36 +74,43 @@ def cheapest_per_column(
     K: int,
     L: int,
     keep: NDArray[np.intp],
+    allowed: Callable[[NDArray[np.intp], NDArray[np.intp]], NDArray[np.bool_]] | None = None,
 ) -> ColumnMinima:
-    """The ``keep[j]`` cheapest finite entries of every column ``j`` of a ``(K, L)`` matrix.
+    """The ``keep[j]`` cheapest allowed entries of every column ``j`` of a ``(K, L)`` matrix.
 
     ``cost_rows(rows)`` returns the matrix rows ``rows`` (``inf`` = forbidden), so the
     matrix is never held whole: a sample of rows bounds each column's ``keep[j]``-th
     smallest from above (a subset's order statistic is never below the full set's), one
     chunked pass keeps the entries under the bounds, and an exact selection finishes.
     ``O(K L)`` with a small constant; ties are broken by row index.
+
+    ``allowed(rows, columns)``, if given, marks the permitted pairs elementwise; the pass
+    then tests it only on the few entries under the bounds, which spares masking every row.
     """
     depth = np.arange(L)
+
+    def masked(rows: NDArray[np.intp]) -> FloatArray:
+        cost = cost_rows(rows)
+        return cost if allowed is None else np.where(allowed(rows[:, None], depth), cost, np.inf)
+
     if K <= 2 * SAMPLE_ROWS:
-        whole = cost_rows(slice(0, K))
-        chunks = [(0, whole)]
-        bound = order_statistics(whole, keep)
+        bound = order_statistics(masked(np.arange(K)), keep)
     else:
-        sample = np.linspace(0, K - 1, SAMPLE_ROWS, dtype=np.intp)
-        bound = order_statistics(cost_rows(sample), keep)
-        chunks = (
-            (k0, cost_rows(slice(k0, min(K, k0 + CHUNK_ROWS)))) for k0 in range(0, K, CHUNK_ROWS)
-        )
+        bound = order_statistics(masked(np.linspace(0, K - 1, SAMPLE_ROWS, dtype=np.intp)), keep)
     # A column short of finite entries keeps all of them: bound it by the largest float,
     # which a forbidden (inf) entry exceeds.
     bound = np.minimum(bound, np.finfo(float).max)
     flat, value = [], []
-    for k0, block in chunks:
+    for k0 in range(0, K, CHUNK_ROWS):
+        block = cost_rows(slice(k0, min(K, k0 + CHUNK_ROWS)))
         hit = np.flatnonzero(block <= bound)
         flat.append(hit + k0 * L)
         value.append(block.ravel()[hit])
     row, column = np.divmod(np.concatenate(flat), L)
     cost = np.concatenate(value)
+    if allowed is not None:
+        ok = allowed(row, column)
+        row, column, cost = row[ok], column[ok], cost[ok]
     order = np.lexsort((row, cost, column))
     row, column, cost = row[order], column[order], cost[order]
     start = np.searchsorted(column, depth)
