@@ -9,10 +9,10 @@ Every (scheme, size) runs in its own process with a time limit (default 60 s); a
 timed out is not tried at larger sizes. Instances follow the paper's setting (monotone:
 ``J = M d(l) / f_k`` with ``d`` rising 1x -> 2x with depth, memory linear in depth, devices
 U[1, 6] GB, Rayleigh channels at 10 dB mean received SNR, B = 100 MHz), generated from a
-fixed seed. Reported figures are medians over repeats. ``floor`` is the time numpy takes to
-build the ``(K, L)`` latency matrix ``J + S / ((B/L) r)`` once; ``ba / floor`` is the ratio the
-scheduling-core issue asks about. ``startup`` is the wall time of ``loladeft solve`` on the
-small example instance (a fresh process, median of 7).
+fixed seed. Reported figures are medians over repeats after one warm-up solve. ``floor`` is
+the time numpy takes to build the ``(K, L)`` latency matrix ``J + S / ((B/L) r)`` once;
+``ba / floor`` is the ratio the scheduling-core issue asks about. ``startup`` is the wall
+time of ``loladeft solve`` on the small example instance (a fresh process, median of 7).
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def worker(scheme: str, K: int, L: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     inst = make_instance(K, L)
     build = time.perf_counter() - t0
+    solve(inst, scheme, seed=0)  # warm-up: first-touch pages and caches, as for the floor
     times, result = [], None
     for _ in range(repeats):
         result = solve(inst, scheme, seed=0)

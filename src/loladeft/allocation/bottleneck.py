@@ -47,6 +47,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from loladeft.allocation.matching import (
+    CHUNK_ROWS,
     candidate_devices,
     cheapest_per_column,
     order_statistics,
@@ -90,8 +91,13 @@ def _monotone_assignment(instance: Instance) -> NDArray[np.intp] | None:
     depth = np.arange(L)
     holds = np.searchsorted(b, mem, side="right")  # device k holds blocks l <= holds[k]
 
+    chunk = np.empty((CHUNK_ROWS, L))  # reused by the scan: no fresh pages per chunk
+
     def latency_rows(rows: NDArray[np.intp] | slice) -> FloatArray:
-        return J[rows] + comm[rows, None]  # rows of instance.latency_matrix(), bit for bit
+        # Rows of instance.latency_matrix(), bit for bit.
+        if isinstance(rows, slice) and rows.stop - rows.start <= CHUNK_ROWS:
+            return np.add(J[rows], comm[rows, None], out=chunk[: rows.stop - rows.start])
+        return J[rows] + comm[rows, None]
 
     def fits(k: NDArray[np.intp], l: NDArray[np.intp]) -> NDArray[np.bool_]:
         return l < holds[k]  # C3
