@@ -20,6 +20,7 @@ from scipy.stats import chisquare
 
 from loladeft.allocation.registry import solve
 from reference import brute_force_p1, feasible_maps
+from test_allocation_exact import HAND_P1
 
 HEURISTICS = ("comp-aware", "comm-aware", "random")
 
@@ -111,14 +112,7 @@ def test_comp_aware_on_the_paper_model():
 def test_memory_wall_is_counted_and_avoided():
     """The fastest device (3) cannot hold the deepest block: memory-blind comp-aware would
     hit the wall; the memory-aware rule skips device 3 for depth 3 and uses it for depth 1."""
-    data = {
-        "J": [[1.0, 2.0, 5.0], [1.0, 4.0, 6.0], [2.0, 3.0, 9.0], [0.5, 1.0, 2.0]],
-        "block_memory": [1.0, 2.0, 3.0],
-        "device_memory": [3.0, 3.0, 2.0, 1.0],
-        "spectral_efficiency": [1.0, 1.0, 1.0, 1.0],
-        "block_bits": 1e6,
-        "bandwidth": 3e6,
-    }
+    data = HAND_P1  # the hand-worked instance of test_allocation_exact
     result = solve(data, "comp-aware")
     assert result.extra["memory_wall"] is True
     # row sums: dev3 3.5, dev0 8, dev1 11, dev2 14; depth 3 -> dev0 (dev3 lacks memory),

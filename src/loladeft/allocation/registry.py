@@ -120,11 +120,6 @@ def get_scheme(name: str) -> Scheme:
         ) from None
 
 
-def as_instance(instance: Instance | Mapping[str, Any]) -> Instance:
-    """Accept an :class:`Instance` or a mapping with the instance-file keys."""
-    return instance if isinstance(instance, Instance) else Instance.from_mapping(instance)
-
-
 def solve(
     instance: Instance | Mapping[str, Any],
     scheme: str = "jbba",
@@ -160,7 +155,7 @@ def solve(
         The scheme does not accept this instance (``crunch`` on a non-monotone one).
     """
     spec = get_scheme(scheme)
-    inst = as_instance(instance)
+    inst = instance if isinstance(instance, Instance) else Instance.from_mapping(instance)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     solution = spec.function(inst, rng=rng, **options)
