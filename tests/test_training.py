@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
 from pathlib import Path
 
 import numpy as np
@@ -28,78 +27,15 @@ from loladeft.training.config import TrainConfig  # noqa: E402
 from loladeft.training.engine import Trainer, device_gradient, full_gradient  # noqa: E402
 from loladeft.training.metrics import task_metrics  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
+from tiny import NUM_LAYERS, make_tiny  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-WORDS = "good great fine nice bad awful poor sad the a movie film plot actor very quite".split()
-NUM_LAYERS = 3
-
-
-def _write_sst2(folder: Path, n: int, seed: int) -> None:
-    """SST-2-layout TSV whose label is carried by one keyword (learnable by a tiny model)."""
-    rng = random.Random(seed)
-    lines = ["sentence\tlabel"]
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = [rng.choice(WORDS[8:]) for _ in range(rng.randint(2, 6))]
-        words.insert(rng.randint(0, len(words)), rng.choice(WORDS[:4] if label else WORDS[4:8]))
-        lines.append(" ".join(words) + "\t" + str(label))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{'train' if n > 150 else 'dev'}.tsv").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A tiny random BERT folder (no dropout), its tokenizer, SST-2-style data, a profile."""
-    from loladeft.profiling.profile import DepthCost, Profile
-
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("tiny")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
-    config = transformers.BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=NUM_LAYERS,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(config)
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
-    _write_sst2(root / "glue" / "SST-2", 400, 1)
-    _write_sst2(root / "glue" / "SST-2", 100, 2)
-    depths = tuple(
-        DepthCost(
-            depth=l,
-            flops=1e9 * (1 + 0.3 * l),
-            activation_bytes=1e6 * l,
-            weight_bytes=1e6,
-            block_param_bytes=1e4,
-        )
-        for l in range(1, NUM_LAYERS + 1)
-    )
-    Profile(
-        model="tiny",
-        dtype="fp32",
-        batch=8,
-        seq=16,
-        lora_r=8,
-        lora_targets=("query", "value"),
-        block_bits=32 * 1024,
-        depths=depths,
-        source="analytic",
-        note="test profile",
-    ).to_json(root / "profile.json")
-    return {
-        "model": str(root / "model"),
-        "data_dir": str(root / "glue"),
-        "profile": str(root / "profile.json"),
-    }
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 def _cfg(tiny: dict[str, str], **kw: object) -> TrainConfig:

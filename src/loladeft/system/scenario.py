@@ -371,6 +371,24 @@ class Scenario:
 
     # -- sampling --------------------------------------------------------------------------
 
+    def draw_device_states(
+        self, rng: np.random.Generator, rounds: int
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The devices' own state of ``rounds`` rounds: ``(R, K)`` compute factors ``f_k`` and
+        available memory in bytes, the first two draws of :meth:`sample`.
+
+        A device that knows the seed can draw its own row (the Flower runtime's virtual
+        devices do), and gets exactly what :meth:`sample` gives the server.
+        """
+        R, K = int(rounds), self.num_devices
+        lo, hi = self.compute_factor
+        if self.fixed_compute:
+            f = np.broadcast_to(rng.uniform(lo, hi, size=K), (R, K)).copy()
+        else:
+            f = rng.uniform(lo, hi, size=(R, K))
+        mem_lo, mem_hi = self.memory_gb
+        return f, rng.uniform(mem_lo, mem_hi, size=(R, K)) * GB
+
     def sample(self, rounds: int, rng: np.random.Generator | int | None = None) -> Rounds:
         """Draw ``rounds`` independent rounds at once (vectorised).
 
@@ -381,13 +399,7 @@ class Scenario:
             raise InvalidScenarioError("rounds", f"must be a positive integer, got {rounds!r}")
         rng = np.random.default_rng(rng)
         R, K = int(rounds), self.num_devices
-        lo, hi = self.compute_factor
-        if self.fixed_compute:
-            f = np.broadcast_to(rng.uniform(lo, hi, size=K), (R, K)).copy()
-        else:
-            f = rng.uniform(lo, hi, size=(R, K))
-        mem_lo, mem_hi = self.memory_gb
-        memory = rng.uniform(mem_lo, mem_hi, size=(R, K)) * GB
+        f, memory = self.draw_device_states(rng, R)
         fading = rng.exponential(1.0, size=(R, K))
         received = self.mean_received_snr * fading
         r = spectral_efficiency(received)

@@ -23,7 +23,7 @@ Per-block costs come from the profile of the model being trained
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ import numpy as np
 from loladeft.allocation.registry import solve
 from loladeft.allocation.result import AllocationResult
 from loladeft.exceptions import LoladeftError
-from loladeft.system.scenario import BlockCosts, Scenario
+from loladeft.system.scenario import BlockCosts, Rounds, Scenario
 
 #: Key mixed into the round seed of the device-state draws.
 _STATES = 0x5CE7
@@ -91,10 +91,42 @@ class Clock:
     scenario: Scenario
     seed: int
 
-    def instance(self, round_index: int) -> Any:
-        """The scheduling instance of round ``round_index`` (1-based)."""
+    def rounds(self, round_index: int) -> Rounds:
+        """The devices' states of round ``round_index`` (1-based) as one sampled round."""
         rng = np.random.default_rng([self.seed, _STATES, round_index])
-        return self.scenario.sample(1, rng).instance(0)
+        return self.scenario.sample(1, rng)
+
+    def instance(
+        self,
+        round_index: int,
+        compute_factor: Any = None,
+        device_memory: Any = None,
+    ) -> Any:
+        """The scheduling instance of round ``round_index`` (1-based).
+
+        ``compute_factor`` and ``device_memory`` (length ``K``, bytes), when given, replace the
+        drawn device states by the ones the devices reported (the Flower runtime); the channel
+        stays the one drawn at the server.
+        """
+        rounds = self.rounds(round_index)
+        if compute_factor is not None or device_memory is not None:
+            rounds = replace(
+                rounds,
+                compute_factor=rounds.compute_factor
+                if compute_factor is None
+                else np.asarray(compute_factor, dtype=float)[None],
+                device_memory=rounds.device_memory
+                if device_memory is None
+                else np.asarray(device_memory, dtype=float)[None],
+            )
+        return rounds.instance(0)
+
+    def device_state(self, round_index: int, device: int) -> tuple[float, float]:
+        """Device ``device``'s own compute factor and available memory (bytes) in round
+        ``round_index``: its row of :meth:`rounds`, drawn without the channel."""
+        rng = np.random.default_rng([self.seed, _STATES, round_index])
+        f, memory = self.scenario.draw_device_states(rng, 1)
+        return float(f[0, device]), float(memory[0, device])
 
     def schedule(self, round_index: int, scheme: str, instance: Any = None) -> AllocationResult:
         """Solve round ``round_index`` with ``scheme`` (randomised schemes seeded per round)."""

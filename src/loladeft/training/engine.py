@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from loladeft.allocation.result import AllocationResult
 from loladeft.exceptions import LoladeftError
 from loladeft.training.config import TrainConfig
 
@@ -198,6 +199,30 @@ class RoundLog:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class DeviceUpdate:
+    """What one scheduled device uploads in a round: its block's gradient and the head's,
+    both averaged over the ``M`` local iterations, and its mean training loss."""
+
+    block_grads: list[Any]
+    head_grads: list[Any]
+    loss: float
+
+
+@dataclass
+class RoundWork:
+    """The devices' work of one round as the server received it.
+
+    ``updates[i]`` is the update of the block at depth ``i + 1``, or ``None`` when no device
+    delivered it (the block is skipped this round: its parameters are not stepped).
+    ``latency`` is the driver scheme's round latency as realised (a runtime that reassigns
+    blocks after faults reports a longer one than the plan's).
+    """
+
+    updates: list[DeviceUpdate | None]
+    latency: float
+
+
 class Trainer:
     """A DEFT or centralized fine-tuning run (see the module docstring).
 
@@ -217,8 +242,10 @@ class Trainer:
         self.history: list[RoundLog] = []
 
     # -- setup --------------------------------------------------------------------------
-    def setup(self) -> Trainer:
+    def setup(self, *, dev: bool = True) -> Trainer:
         """Load data, model, profile and scenario; validate everything before any work.
+
+        ``dev=False`` skips encoding the dev set (a device that never evaluates).
 
         Raises
         ------
@@ -257,7 +284,7 @@ class Trainer:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.train_data = encode(self.data.train, self.tokenizer, cfg.max_length)
-        dev = self.data.dev
+        dev = self.data.dev if dev else ()
         if cfg.max_eval_samples is not None:
             from loladeft.training.data import Split
 
@@ -327,56 +354,85 @@ class Trainer:
         self.history.append(log)
         return log
 
+    def device_states(self, n: int) -> Any:
+        """The scheduling instance of round ``n``: every device's state and channel.
+
+        In process, the clock draws them; the Flower runtime queries its nodes instead.
+        """
+        assert self.clock is not None
+        return self.clock.instance(n)
+
+    def device_update(self, n: int, depth_index: int, device: int) -> DeviceUpdate:
+        """Device ``device``'s work in round ``n``: the gradient of the block at depth
+        ``depth_index + 1`` over ``M`` minibatches of its own shard (Algorithm 1)."""
+        batches = [self._batch(device) for _ in range(self.cfg.local_iterations)]
+        g_block, g_head, loss = device_gradient(
+            self.model,
+            self.blocks[depth_index],
+            self.head,
+            batches,
+            self.precision,
+            seed=_seed(self.cfg.seed, _DROPOUT, n, device),
+        )
+        return DeviceUpdate(g_block, g_head, loss)
+
+    def run_devices(self, n: int, instance: Any, allocation: AllocationResult) -> RoundWork:
+        """Every scheduled device's update (in process: one after the other, all from the same
+        parameters, which is exact). The Flower runtime sends them to its nodes instead."""
+        assert allocation.assignment is not None
+        updates: list[DeviceUpdate | None] = [
+            self.device_update(n, depth_index, int(device))
+            for depth_index, device in enumerate(allocation.assignment)
+        ]
+        return RoundWork(updates, float(allocation.latency))
+
     def _deft_round(self, n: int) -> RoundLog:
         cfg = self.cfg
         assert self.clock is not None
-        inst = self.clock.instance(n)
+        inst = self.device_states(n)
         results = {
             s: self.clock.schedule(n, s, inst)
             for s in dict.fromkeys((cfg.scheme, *cfg.clock_schemes))
         }
         driver = results[cfg.scheme]
+        skipped = RoundLog(
+            n,
+            math.nan,
+            {s: math.nan for s in cfg.clock_schemes},
+            dict(self.sim_time),
+            0.0,
+            feasible=False,
+        )
         if not driver.feasible:
             # every scheme is memory-aware: no allocation exists this round; nothing trains
             self.log(f"round {n}: infeasible ({driver.reason}); skipped")
-            return RoundLog(
-                n,
-                math.nan,
-                {s: math.nan for s in cfg.clock_schemes},
-                dict(self.sim_time),
-                0.0,
-                feasible=False,
-            )
-        assert driver.assignment is not None
-        block_grads: list[list[Any]] = []
-        head_sum: list[Any] | None = None
-        losses = []
-        for depth_index, device in enumerate(driver.assignment):
-            batches = [self._batch(int(device)) for _ in range(cfg.local_iterations)]
-            g_block, g_head, loss = device_gradient(
-                self.model,
-                self.blocks[depth_index],
-                self.head,
-                batches,
-                self.precision,
-                seed=_seed(cfg.seed, _DROPOUT, n, int(device)),
-            )
-            block_grads.append(g_block)
-            head_sum = (
-                g_head
-                if head_sum is None
-                else [a + b for a, b in zip(head_sum, g_head, strict=True)]
-            )
-            losses.append(loss)
-        assert head_sum is not None
-        head_grads = [g / self.num_blocks for g in head_sum]
-        grads = [g for gs in block_grads for g in gs] + head_grads
+            return skipped
+        work = self.run_devices(n, inst, driver)
+        received = [u for u in work.updates if u is not None]
+        if not received:
+            self.log(f"round {n}: no device delivered its block; skipped")
+            return skipped
+        # eq. (6): each block's own gradient; the head's averaged over the devices that
+        # delivered (all L of them unless a runtime lost some)
+        grads: list[Any] = []
+        for depth_index, update in enumerate(work.updates):
+            if update is None:
+                grads.extend([None] * len(self.blocks[depth_index]))
+            else:
+                grads.extend(update.block_grads)
+        head_sum = received[0].head_grads
+        for u in received[1:]:
+            head_sum = [a + b for a, b in zip(head_sum, u.head_grads, strict=True)]
+        grads.extend(g / len(received) for g in head_sum)
         apply_update(self.optimizer, self.scheduler, self.params, grads)
-        latency = {}
+        latency = {s: float(results[s].latency) for s in cfg.clock_schemes}
+        if cfg.scheme in latency:
+            latency[cfg.scheme] = work.latency
         for s in cfg.clock_schemes:
-            latency[s] = float(results[s].latency)
             self.sim_time[s] += latency[s]
-        return RoundLog(n, float(np.mean(losses)), latency, dict(self.sim_time), 0.0)
+        return RoundLog(
+            n, float(np.mean([u.loss for u in received])), latency, dict(self.sim_time), 0.0
+        )
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -409,20 +465,32 @@ class Trainer:
         return out
 
     # -- checkpoints --------------------------------------------------------------------
+    def weights(self) -> dict[str, Any]:
+        """Copies of the trainable (LoRA and head) parameters by name."""
+        from loladeft.training.blocks import trainable_names
+
+        names = set(trainable_names(self.model))
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if n in names}
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        """Overwrite trainable parameters from :meth:`weights`' mapping."""
+        import torch
+
+        named = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, w in weights.items():
+                named[n].copy_(w)
+
     def state(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically."""
         import torch
 
-        from loladeft.training.blocks import trainable_names
-
-        names = set(trainable_names(self.model))
-        weights = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in names}
         return {
             "format": 1,
             "config": self.cfg.to_dict(),
             "round": self.round,
             "sim_time": dict(self.sim_time),
-            "weights": weights,
+            "weights": self.weights(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "streams": [s.consumed for s in self.streams],
@@ -463,10 +531,7 @@ class Trainer:
                 f"resume: {path} was written with different settings ({', '.join(diff)}); "
                 "use the same options or another --out"
             )
-        named = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for n, w in state["weights"].items():
-                named[n].copy_(w)
+        self.set_weights(state["weights"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         for s, consumed in zip(self.streams, state["streams"], strict=True):
