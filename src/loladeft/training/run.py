@@ -240,6 +240,8 @@ def train(
     resume: bool = False,
     on_round: Callable[[Any, Any], None] | None = None,
     log: Callable[[str], None] | None = None,
+    make_trainer: Callable[[TrainConfig, Callable[[str], None] | None], Any] | None = None,
+    manifest: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Any:
     """Run (or resume) a fine-tuning run writing its files into ``out``.
 
@@ -255,6 +257,11 @@ def train(
         Called as ``on_round(trainer, round_log)`` after every round (progress bars, tests).
     log
         One-line messages.
+    make_trainer
+        Builds the (not yet set up) trainer from ``(cfg, log)``; default
+        :class:`~loladeft.training.engine.Trainer` (the Flower runtime passes its own).
+    manifest
+        Extra ``manifest.json`` entries from the trainer, refreshed at every write.
 
     Returns
     -------
@@ -271,7 +278,7 @@ def train(
     out = Path(out)
     check_out_dir(out, resume)
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, log=log).setup()
+    trainer = (make_trainer or Trainer)(cfg, log).setup()
     ckpt = out / CHECKPOINT
     out.mkdir(parents=True, exist_ok=True)
     resumed_from = None
@@ -288,7 +295,11 @@ def train(
         )
         write_metrics(out / "metrics.csv", cfg, trainer.history)
     extra = {"resumed_from_round": resumed_from, "setup_seconds": round(setup_s, 3)}
-    write_manifest(out / "manifest.json", trainer, {**extra, "finished": False})
+
+    def more() -> dict[str, Any]:
+        return {} if manifest is None else manifest(trainer)
+
+    write_manifest(out / "manifest.json", trainer, {**extra, **more(), "finished": False})
     while trainer.round < cfg.rounds:
         rec = trainer.step()
         if rec.round % cfg.eval_every == 0 or rec.round == cfg.rounds:
@@ -306,6 +317,7 @@ def train(
         trainer,
         {
             **extra,
+            **more(),
             "finished": True,
             "train_wall_seconds": round(wall, 3),
             "final_sim_time_s": dict(trainer.sim_time),

@@ -1,0 +1,139 @@
+"""A node's side of a DEFT round: report its state, compute one block's gradient.
+
+The node is device ``k = partition-id`` of the run (``num-partitions`` must equal the run's
+``K``). It computes with the in-process engine's own functions
+(:meth:`loladeft.training.engine.Trainer.device_update`): the same model, the same shard
+``k`` of the i.i.d. partition, the same minibatch order and dropout seeds, so a Flower run
+and an in-process run of the same settings compute the same gradients.
+
+*State between messages.* A deployment SuperNode starts a fresh ClientApp process for every
+message, and the simulation runtime reuses one Ray actor for many virtual nodes, so nothing
+node-specific may live in memory. The node's only state, the position of its minibatch
+stream, travels in Flower's ``Context.state`` (kept by the SuperNode for the run); the model
+cache below is keyed by the run settings only and is overwritten from every message.
+
+*Device state.* ``compute-factor`` and ``memory-gb`` in the node config (``flower-supernode
+--node-config``) report a real device's state; without them the node draws its own row of
+the scenario model (Sec. VI-A) for the round, as the in-process clock does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loladeft.exceptions import LoladeftError
+from loladeft.runtime import protocol
+
+#: ``Context.state`` record holding the node's stream position.
+_STREAM = "loladeft-stream"
+#: One set-up engine per run settings (a process may serve many virtual nodes).
+_ENGINES: dict[str, Any] = {}
+_GB = 1e9
+
+
+class NodeConfigError(LoladeftError, ValueError):
+    """The node's configuration does not fit the run."""
+
+
+def partition(node_config: Any, cfg: Any) -> int:
+    """This node's device index ``k``, checked against the run's ``K``."""
+    try:
+        k = int(node_config["partition-id"])
+        n = int(node_config["num-partitions"])
+    except (KeyError, TypeError, ValueError):
+        raise NodeConfigError(
+            "node-config: needs integer partition-id and num-partitions"
+        ) from None
+    if n != cfg.num_devices or not 0 <= k < n:
+        raise NodeConfigError(
+            f"node-config: partition-id {k} of num-partitions {n} does not fit the run's "
+            f"K = {cfg.num_devices} devices"
+        )
+    return k
+
+
+def device_state(cfg: Any, node_config: Any, round_index: int) -> tuple[float, float]:
+    """``(compute factor, available memory in bytes)`` of this node in a round."""
+    k = partition(node_config, cfg)
+    if "compute-factor" in node_config and "memory-gb" in node_config:
+        return float(node_config["compute-factor"]), float(node_config["memory-gb"]) * _GB
+    return _state_clock(cfg).device_state(round_index, k)
+
+
+def _state_clock(cfg: Any) -> Any:
+    """A clock for the devices' own draws (which need neither the model nor the channel)."""
+    from loladeft.profiling.profile import load_profile
+    from loladeft.system.scenario import BlockCosts, Scenario
+    from loladeft.training.clock import Clock
+    from loladeft.training.engine import _default_profile
+
+    profile = load_profile(cfg.profile or _default_profile(cfg.model))
+    scenario = Scenario(
+        BlockCosts.from_profile(profile),
+        num_devices=cfg.num_devices,
+        local_iterations=cfg.local_iterations,
+    )
+    return Clock(scenario, cfg.seed)
+
+
+def engine(cfg: Any) -> Any:
+    """The set-up engine of a run (built once per process and settings)."""
+    from loladeft.training.engine import Trainer
+
+    key = protocol.encode_config(cfg)
+    if key not in _ENGINES:
+        _ENGINES.clear()  # one run at a time per process
+        _ENGINES[key] = Trainer(cfg).setup(dev=False)
+    return _ENGINES[key]
+
+
+def handle_query(message: Any, context: Any) -> Any:
+    """Reply to a ``query``: this node's state in the round."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    deft = message.content[protocol.DEFT]
+    cfg = protocol.decode_config(deft["config"])
+    f, memory = device_state(cfg, context.node_config, int(deft["round"]))
+    state = ConfigRecord(
+        {
+            "partition-id": partition(context.node_config, cfg),
+            "compute-factor": f,
+            "memory-bytes": memory,
+        }
+    )
+    return Message(RecordDict({protocol.STATE: state}), reply_to=message)
+
+
+def handle_train(message: Any, context: Any) -> Any:
+    """Reply to a ``train``: the scheduled block's (and the head's) gradient."""
+    import torch
+    from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+    deft = message.content[protocol.DEFT]
+    cfg = protocol.decode_config(deft["config"])
+    k = partition(context.node_config, cfg)
+    n, depth = int(deft["round"]), int(deft["depth"])
+    trainer = engine(cfg)
+    if not 1 <= depth <= trainer.num_blocks:
+        raise NodeConfigError(f"depth: {depth} is not a block of this model")
+    weights = protocol.from_array_record(message.content[protocol.WEIGHTS])
+    trainer.set_weights({name: torch.from_numpy(a) for name, a in weights.items()})
+    stream = trainer.streams[k]
+    saved = context.state.get(_STREAM)
+    stream.consumed = int(saved["consumed"]) if saved is not None else 0
+    update = trainer.device_update(n, depth - 1, k)
+    context.state[_STREAM] = ConfigRecord({"consumed": stream.consumed})
+    names = gradient_names(trainer, depth)
+    grads = dict(zip(names, [*update.block_grads, *update.head_grads], strict=True))
+    result = MetricRecord({"round": n, "depth": depth, "partition-id": k, "loss": update.loss})
+    content = RecordDict(
+        {protocol.GRADIENT: protocol.to_array_record(grads), protocol.RESULT: result}
+    )
+    return Message(content, reply_to=message)
+
+
+def gradient_names(trainer: Any, depth: int) -> list[str]:
+    """Names of the block's LoRA parameters at ``depth`` and of the head's, in the order of
+    :class:`~loladeft.training.engine.DeviceUpdate`."""
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    return [names[id(p)] for p in (*trainer.blocks[depth - 1], *trainer.head)]

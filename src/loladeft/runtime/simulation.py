@@ -1,0 +1,99 @@
+"""Flower's simulation runtime: ``K`` virtual devices in Ray actors, the server in a thread.
+
+Each virtual node is device ``partition-id`` of the run; its state comes from the scenario
+model by that id (:mod:`loladeft.runtime.device`), so the heterogeneity is the in-process
+clock's. The runtime runs the very ``client_app`` of :mod:`loladeft.runtime.app` and the
+server of :mod:`loladeft.runtime.server`; it differs from deployment only in transport.
+
+This uses ``flwr.simulation.run_simulation``, the in-process entry point of flwr 1.42
+(deprecated there in favour of ``flwr run`` on a local simulation SuperLink, which would
+leave a SuperLink daemon behind; this one starts and stops everything it uses).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from loladeft.runtime.server import RuntimeOptions
+
+
+def simulate(
+    cfg: Any,
+    out: str | Path,
+    options: RuntimeOptions | None = None,
+    *,
+    resume: bool = False,
+    cpus_per_node: float = 1.0,
+    on_round: Callable[[Any, Any], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Any:
+    """Run DEFT on ``cfg.num_devices`` virtual Flower nodes; writes ``loladeft train``'s files.
+
+    Parameters
+    ----------
+    cfg
+        The run's settings (:class:`~loladeft.training.config.TrainConfig`).
+    out
+        Output folder.
+    options
+        Transport options (:class:`~loladeft.runtime.server.RuntimeOptions`).
+    resume
+        Continue the run in ``out``.
+    cpus_per_node
+        CPU cores Ray reserves for each virtual node (bounds how many compute at once).
+    on_round, log
+        As for :func:`loladeft.training.run.train`.
+
+    Returns
+    -------
+    FlowerTrainer
+        The finished server-side trainer.
+    """
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+
+    from loladeft.runtime.app import client_app
+    from loladeft.runtime.server import run_server
+
+    done: dict[str, Any] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Any, context: Any) -> None:
+        done["trainer"] = run_server(
+            grid,
+            cfg,
+            out,
+            options,
+            runtime="simulation",
+            resume=resume,
+            on_round=on_round,
+            log=log,
+        )
+
+    backend = {
+        "client_resources": {"num_cpus": cpus_per_node, "num_gpus": 0.0},
+        "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False},
+    }
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    flwr_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=cfg.num_devices,
+                backend_config=backend,
+            )
+    finally:
+        flwr_logger.setLevel(level)
+    return done.get("trainer")
