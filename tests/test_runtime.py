@@ -1,0 +1,279 @@
+"""The Flower runtime's server and node logic (issue 6), over an in-memory Grid.
+
+1. honest nodes: a Flower round computes exactly what the in-process engine computes;
+2. every invalid reply (non-finite, wrong shape, dtype, names, round, depth, a norm above the
+   bound, a node error, no reply) is rejected, logged and its block reassigned to the best
+   remaining device, whose gradient is then the one applied;
+3. with no device left the block is skipped: its parameters stay, the others move;
+4. virtual stragglers cost simulated time, never wall time;
+5. reply validation and the runtime options, unit by unit.
+The end-to-end runs over Ray and over real SuperLink/SuperNode processes are in
+``test_flower_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+pytest.importorskip("flwr")
+
+from flower_fakes import FakeGrid  # noqa: E402
+from loladeft.runtime import protocol  # noqa: E402
+from loladeft.runtime.server import FlowerTrainer, RuntimeOptionError, RuntimeOptions  # noqa: E402
+from loladeft.training.config import TrainConfig  # noqa: E402
+from loladeft.training.engine import Trainer  # noqa: E402
+from tiny import make_tiny  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+K = 5
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    torch.set_num_threads(1)
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def _cfg(tiny: dict[str, str], **kw: object) -> TrainConfig:
+    base = dict(
+        task="sst2",
+        scheme="jbba",
+        rounds=3,
+        num_devices=K,
+        batch=8,
+        lr=2e-2,
+        warmup_ratio=0.0,
+        lora_dropout=0.1,
+        eval_every=1,
+        precision="fp32",
+        **tiny,
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def _flower(cfg: TrainConfig, grid: FakeGrid, **options: float) -> tuple[FlowerTrainer, list]:
+    logs: list[str] = []
+    opts = RuntimeOptions(round_timeout=0.3, query_timeout=0.3, node_wait=1, **options)
+    return FlowerTrainer(cfg, grid, opts, log=logs.append).setup(), logs
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_flower_rounds_equal_in_process_rounds(tiny):
+    cfg = _cfg(tiny)
+    local = Trainer(cfg).setup()
+    flower, logs = _flower(cfg, FakeGrid(K))
+    for _ in range(3):
+        a, b = local.step(), flower.step()
+        assert a.train_loss == b.train_loss and a.latency == b.latency
+    assert _same(local.weights(), flower.weights())
+    assert flower.evaluate() == local.evaluate()
+    assert logs == [] and not any(flower.faults.values())
+
+
+def _set_grad(reply, fn):
+    from flwr.app import ArrayRecord
+
+    arrays = protocol.from_array_record(reply.content["gradient"])
+    name = next(iter(arrays))
+    arrays = fn(name, arrays)
+    reply.content["gradient"] = ArrayRecord(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    )
+    return reply
+
+
+def _with(key, value):
+    def fn(reply):
+        reply.content["result"][key] = value
+        return reply
+
+    return fn
+
+
+BROKEN = {
+    "nan": (lambda r: _set_grad(r, lambda n, a: {**a, n: a[n] * np.nan}), "non-finite"),
+    "shape": (lambda r: _set_grad(r, lambda n, a: {**a, n: a[n][:1]}), "shape"),
+    "dtype": (lambda r: _set_grad(r, lambda n, a: {**a, n: a[n].astype(np.float64)}), "dtype"),
+    "missing": (
+        lambda r: _set_grad(r, lambda n, a: {k: v for k, v in a.items() if k != n}),
+        "missing",
+    ),
+    "extra": (lambda r: _set_grad(r, lambda n, a: {**a, "x": a[n]}), "unexpected"),
+    "norm": (lambda r: _set_grad(r, lambda n, a: {**a, n: a[n] + 1e6}), "exceeds the bound"),
+    "round": (_with("round", 7), "(round, depth, device)"),
+    "depth": (_with("depth", 3), "(round, depth, device)"),
+    "silent": (lambda r: None, "no reply"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_invalid_reply_is_rejected_and_its_block_reassigned(tiny, case):
+    change, words = BROKEN[case]
+    cfg = _cfg(tiny, rounds=1)
+    depth = 2
+    seen: set[int] = set()
+
+    def tamper(k, message, reply):
+        if message.metadata.message_type != "train" or message.content["deft"]["depth"] != depth:
+            return reply
+        if depth in seen:
+            return reply
+        seen.add(depth)
+        tamper.bad = k
+        return change(reply)
+
+    grid = FakeGrid(K, tamper)
+    flower, logs = _flower(cfg, grid)
+    local = Trainer(cfg).setup()
+    inst = local.device_states(1)
+    plan = local.clock.schedule(1, cfg.scheme, inst)
+    t0 = time.perf_counter()
+    rec = flower.step()
+    assert time.perf_counter() - t0 < 30
+    bad = tamper.bad
+    assert bad == int(plan.assignment[depth - 1])
+    kind = {"silent": "timeouts"}.get(case, "invalid")
+    assert flower.faults[kind] == 1 and flower.faults["reassigned"] == 1
+    assert any(words in line and f"device {bad} failed block {depth}" in line for line in logs)
+    # the replacement: the unused device holding the block that finishes it soonest with the
+    # failed device's bandwidth share (brute force over the devices)
+    share = plan.bandwidth[bad]
+    best = min(
+        (
+            inst.J[k, depth - 1] + inst.block_bits / (share * inst.spectral_efficiency[k]),
+            k,
+        )
+        for k in range(K)
+        if k not in set(plan.assignment.tolist())
+        and inst.device_memory[k] >= inst.block_memory[depth - 1]
+    )[1]
+    trains = [(k, d) for k, t, d in grid.sent if t == "train"]
+    assert trains[-1] == (best, depth)
+    # what was applied is exactly the in-process engine's round with that device for the block
+    assignment = plan.assignment.copy()
+    assignment[depth - 1] = best
+    from dataclasses import replace
+
+    local.run_devices = lambda n, i, a: Trainer.run_devices(
+        local, n, i, replace(a, assignment=assignment)
+    )
+    local.step()
+    assert _same(local.weights(), flower.weights())
+    # the reassigned round waits out the virtual deadline
+    assert rec.latency["jbba"] >= 2 * plan.latency
+
+
+def test_node_error_is_reassigned(tiny):
+    from flwr.app import Error, Message
+
+    def tamper(k, message, reply):
+        if message.metadata.message_type == "train" and k == tamper.victim:
+            return Message(Error(code=0, reason="device out of memory"), reply_to=message)
+        return reply
+
+    cfg = _cfg(tiny, rounds=1)
+    local = Trainer(cfg).setup()
+    tamper.victim = int(local.clock.schedule(1, "jbba", local.device_states(1)).assignment[0])
+    flower, logs = _flower(cfg, FakeGrid(K, tamper))
+    rec = flower.step()
+    assert rec.feasible and flower.faults["errors"] == 1 and flower.faults["reassigned"] == 1
+    assert any("device out of memory" in line for line in logs)
+
+
+def test_block_without_any_device_left_is_skipped_and_not_stepped(tiny):
+    cfg = _cfg(tiny, rounds=1, num_devices=3)  # K = L: no spare device
+
+    def tamper(k, message, reply):
+        is_train = message.metadata.message_type == "train"
+        return None if is_train and message.content["deft"]["depth"] == 1 else reply
+
+    grid = FakeGrid(3, tamper)
+    flower, logs = _flower(cfg, grid)
+    before = [[p.detach().clone() for p in b] for b in flower.blocks]
+    rec = flower.step()
+    assert rec.feasible and flower.faults["skipped_blocks"] == 1
+    assert any("no device left for block 1" in line for line in logs)
+    after = flower.blocks
+    assert all(torch.equal(x, y) for x, y in zip(before[0], after[0], strict=True))
+    moved = [not torch.equal(x, y) for b in (1, 2) for x, y in zip(before[b], after[b], strict=1)]
+    assert all(moved)
+
+
+def test_stragglers_cost_virtual_time_only(tiny):
+    cfg = _cfg(tiny, rounds=2)
+    flower, logs = _flower(cfg, FakeGrid(K), straggler_prob=0.5, deadline_factor=3.0)
+    local = Trainer(cfg).setup()
+    t0 = time.perf_counter()
+    recs = [flower.step() for _ in range(2)]
+    assert time.perf_counter() - t0 < 20  # no sleeping out any deadline
+    assert flower.faults["stragglers"] >= 1
+    assert any("straggler" in line for line in logs)
+    for n, rec in enumerate(recs, 1):
+        plan = local.clock.schedule(n, "jbba", local.device_states(n))
+        strag = np.random.default_rng([cfg.seed, 0x57A6, n]).random(K) < 0.5
+        if strag[plan.assignment].any():
+            assert rec.latency["jbba"] > 3 * plan.latency
+        else:
+            assert rec.latency["jbba"] == plan.latency
+
+
+def test_missing_node_is_unschedulable(tiny):
+    cfg = _cfg(tiny, rounds=1)
+
+    def tamper(k, message, reply):
+        return None if k == 0 else reply
+
+    grid = FakeGrid(K, tamper)
+    flower, logs = _flower(cfg, grid)
+    flower.step()
+    assert any("devices [0] unavailable" in line for line in logs)
+    assert all(k != 0 for k, t, _ in grid.sent if t == "train")
+
+
+def test_check_gradient_accepts_exact_and_reports_norm():
+    a = {"w": np.full((2, 3), 2.0, np.float32), "b": np.zeros(3, np.float32)}
+    spec = {"w": ((2, 3), "float32"), "b": ((3,), "float32")}
+    assert protocol.check_gradient(a, spec, 100.0) == pytest.approx(np.sqrt(24.0))
+    with pytest.raises(protocol.InvalidReply, match=r"norm 4\.899 exceeds the bound 4$"):
+        protocol.check_gradient(a, spec, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("round_timeout", -1.0, "round_timeout: must be finite and >= 0"),
+        ("poll_interval", float("nan"), "poll_interval: must be finite"),
+        ("straggler_prob", 1.0, "straggler_prob: must be < 1"),
+        ("deadline_factor", 1.0, "deadline_factor: must be > 1"),
+        ("max_grad_norm", "big", "max_grad_norm: must be a number"),
+    ],
+)
+def test_runtime_options_are_checked(field, value, words):
+    with pytest.raises(RuntimeOptionError, match=words.replace("(", r"\(")):
+        RuntimeOptions(**{field: value})
+
+
+def test_app_config_defaults_are_the_runtime_defaults():
+    import loladeft.runtime
+
+    folder = Path(loladeft.runtime.__file__).parent / "flower_app"
+    app = tomllib.loads((folder / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    defaults = RuntimeOptions().to_run_config()
+    assert {k: app["config"][k] for k in defaults} == defaults
+    assert app["components"] == {
+        "serverapp": "loladeft.runtime.app:server_app",
+        "clientapp": "loladeft.runtime.app:client_app",
+    }
