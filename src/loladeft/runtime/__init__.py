@@ -1,0 +1,1 @@
+"""Distributed runtime of DEFT on Flower (Message API, flwr >= 1.42)."""
