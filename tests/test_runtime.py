@@ -254,11 +254,11 @@ def test_check_gradient_accepts_exact_and_reports_norm():
 @pytest.mark.parametrize(
     ("field", "value", "words"),
     [
-        ("round_timeout", -1.0, "round_timeout: must be finite and >= 0"),
-        ("poll_interval", float("nan"), "poll_interval: must be finite"),
-        ("straggler_prob", 1.0, "straggler_prob: must be < 1"),
-        ("deadline_factor", 1.0, "deadline_factor: must be > 1"),
-        ("max_grad_norm", "big", "max_grad_norm: must be a number"),
+        ("round_timeout", -1.0, "round-timeout: must be finite and >= 0"),
+        ("poll_interval", float("nan"), "poll-interval: must be finite"),
+        ("straggler_prob", 1.0, "straggler-prob: must be < 1"),
+        ("deadline_factor", 1.0, "deadline-factor: must be > 1"),
+        ("max_grad_norm", "big", "max-grad-norm: must be a number"),
     ],
 )
 def test_runtime_options_are_checked(field, value, words):

@@ -106,9 +106,16 @@ def train(
 
 
 def run_with_progress(
-    cfg: Any, out: Path, *, resume: bool, threads: int | None = None, label: str | None = None
+    cfg: Any,
+    out: Path,
+    *,
+    resume: bool,
+    threads: int | None = None,
+    label: str | None = None,
+    runner: Any = None,
 ) -> Any:
-    """Run :func:`loladeft.training.run.train` under a Rich progress bar; one-line errors."""
+    """Run :func:`loladeft.training.run.train` (or ``runner``, same signature) under a Rich
+    progress bar; one-line errors."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -157,7 +164,7 @@ def run_with_progress(
             bar.update(tid, completed=rec.round, info=info)
 
         try:
-            trainer = run_train(
+            trainer = (runner or run_train)(
                 cfg,
                 out,
                 resume=resume,

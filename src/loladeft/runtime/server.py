@@ -83,16 +83,17 @@ class RuntimeOptions:
     deadline_factor: float = 2.0
 
     def __post_init__(self) -> None:
+        # errors name the option as the CLI and the run config spell it (round-timeout)
         for f in fields(self):
-            value = getattr(self, f.name)
+            name, value = f.name.replace("_", "-"), getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise RuntimeOptionError(f"{f.name}: must be a number, got {value!r}")
+                raise RuntimeOptionError(f"{name}: must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
-                raise RuntimeOptionError(f"{f.name}: must be finite and >= 0, got {value!r}")
+                raise RuntimeOptionError(f"{name}: must be finite and >= 0, got {value!r}")
         if not self.straggler_prob < 1:
-            raise RuntimeOptionError(f"straggler_prob: must be < 1, got {self.straggler_prob}")
+            raise RuntimeOptionError(f"straggler-prob: must be < 1, got {self.straggler_prob}")
         if not self.deadline_factor > 1:
-            raise RuntimeOptionError(f"deadline_factor: must be > 1, got {self.deadline_factor}")
+            raise RuntimeOptionError(f"deadline-factor: must be > 1, got {self.deadline_factor}")
 
     def to_run_config(self) -> dict[str, float]:
         """Flower run-config entries (``round-timeout = 120.0``...)."""

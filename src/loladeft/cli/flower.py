@@ -1,0 +1,310 @@
+"""``loladeft flower``: DEFT on Flower, in its simulation runtime or a local deployment.
+
+``loladeft flower simulate``  K virtual nodes (Ray actors) in this process;
+``loladeft flower local``     a whole federation on 127.0.0.1: its own SuperLink and ``N``
+                              SuperNodes (free ports, a private ``FLWR_HOME``), stopped at the
+                              end whatever happens.
+
+Both write the same ``metrics.csv``/``manifest.json`` as ``loladeft train``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from loladeft.cli._common import fail
+from loladeft.exceptions import LoladeftError
+
+app = typer.Typer(
+    help="Run DEFT on Flower: simulation runtime or a local SuperLink + SuperNodes.",
+    no_args_is_help=True,
+)
+
+Task = Annotated[
+    str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, rte, qnli, qqp, mnli.")
+]
+Scheme = Annotated[str, typer.Option(help="Scheduling scheme (jbba, ba, comm-aware...).")]
+Rounds = Annotated[int, typer.Option(help="Communication rounds N.")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="GLUE TSV folder (e.g. ../shared/data/glue); omit for HF datasets."),
+]
+Model = Annotated[str, typer.Option(help="'minilm' (offline), a HF folder or hub id.")]
+Profile = Annotated[
+    str | None, typer.Option(help="Profile for d(l), b(l); default: the model's builtin.")
+]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")]
+Batch = Annotated[int, typer.Option(help="Per-device batch of one local iteration.")]
+LocalIterations = Annotated[
+    int, typer.Option("--local-iterations", "-M", help="M local iterations per round.")
+]
+Lr = Annotated[float, typer.Option(help="AdamW learning rate (peak).")]
+EvalEvery = Annotated[int, typer.Option(help="Evaluate every this many rounds.")]
+Seed = Annotated[int, typer.Option(help="Seed of everything random.")]
+Precision = Annotated[str, typer.Option(help="auto, fp32 or bf16.")]
+RoundTimeout = Annotated[
+    float, typer.Option(help="Wall seconds a node has to return its gradient.")
+]
+StragglerProb = Annotated[
+    float, typer.Option(help="Probability a scheduled device misses the virtual deadline.")
+]
+DeadlineFactor = Annotated[
+    float, typer.Option(help="Virtual deadline as a multiple of the planned round latency.")
+]
+MaxGradNorm = Annotated[
+    float, typer.Option(help="Replies with a larger gradient norm are rejected.")
+]
+
+
+def _config(**kw: Any) -> Any:
+    from loladeft.training.config import TrainConfig
+
+    data_dir = kw.pop("data_dir")
+    return TrainConfig(data_dir=None if data_dir is None else str(data_dir), **kw)
+
+
+def _options(**kw: Any) -> Any:
+    from loladeft.runtime.server import RuntimeOptions
+
+    return RuntimeOptions(**kw)
+
+
+@app.command("simulate")
+def simulate(
+    task: Task,
+    nodes: Annotated[int, typer.Option(help="K virtual nodes (devices).")] = 20,
+    scheme: Scheme = "jbba",
+    rounds: Rounds = 100,
+    data_dir: DataDir = None,
+    model: Model = "minilm",
+    profile: Profile = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/flower-sim"),
+    resume: Resume = False,
+    batch: Batch = 32,
+    local_iterations: LocalIterations = 1,
+    lr: Lr = 5e-4,
+    eval_every: EvalEvery = 10,
+    seed: Seed = 0,
+    precision: Precision = "auto",
+    round_timeout: RoundTimeout = 120.0,
+    straggler_prob: StragglerProb = 0.0,
+    deadline_factor: DeadlineFactor = 2.0,
+    max_grad_norm: MaxGradNorm = 1e4,
+    cpus_per_node: Annotated[
+        float, typer.Option(help="CPU cores Ray reserves per virtual node.")
+    ] = 1.0,
+) -> None:
+    """DEFT on K virtual Flower nodes (simulation runtime); writes loladeft train's files."""
+    from loladeft.cli.train import run_with_progress
+
+    try:
+        cfg = _config(
+            task=task,
+            scheme=scheme,
+            rounds=rounds,
+            num_devices=nodes,
+            batch=batch,
+            local_iterations=local_iterations,
+            lr=lr,
+            model=model,
+            profile=profile,
+            data_dir=data_dir,
+            eval_every=eval_every,
+            seed=seed,
+            precision=precision,
+        )
+        options = _options(
+            round_timeout=round_timeout,
+            straggler_prob=straggler_prob,
+            deadline_factor=deadline_factor,
+            max_grad_norm=max_grad_norm,
+        )
+        if not cpus_per_node > 0:
+            fail(f"cpus-per-node: must be > 0, got {cpus_per_node}")
+        _check_ready(cfg)
+    except LoladeftError as exc:
+        fail(_flag_names(str(exc)))
+
+    def runner(cfg: Any, out: Path, *, resume: bool, on_round: Any, log: Any) -> Any:
+        from loladeft.runtime.simulation import simulate as run_simulation
+
+        return run_simulation(
+            cfg,
+            out,
+            options,
+            resume=resume,
+            cpus_per_node=cpus_per_node,
+            on_round=on_round,
+            log=log,
+        )
+
+    label = f"{cfg.task} · {cfg.scheme} · flower simulation"
+    run_with_progress(cfg, out, resume=resume, label=label, runner=runner)
+
+@app.command("local")
+def local(
+    task: Task,
+    nodes: Annotated[int, typer.Option(help="N SuperNodes (devices) to start.")] = 4,
+    scheme: Scheme = "jbba",
+    rounds: Rounds = 10,
+    data_dir: DataDir = None,
+    model: Model = "minilm",
+    profile: Profile = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/flower-local"),
+    resume: Resume = False,
+    batch: Batch = 32,
+    local_iterations: LocalIterations = 1,
+    lr: Lr = 5e-4,
+    eval_every: EvalEvery = 5,
+    seed: Seed = 0,
+    precision: Precision = "auto",
+    round_timeout: RoundTimeout = 120.0,
+    straggler_prob: StragglerProb = 0.0,
+    deadline_factor: DeadlineFactor = 2.0,
+    max_grad_norm: MaxGradNorm = 1e4,
+    tls: Annotated[
+        bool, typer.Option("--tls/--insecure", help="TLS on every link (certificates made).")
+    ] = False,
+    auth: Annotated[
+        bool, typer.Option("--auth/--no-auth", help="SuperNode authentication (keys made).")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Wall seconds allowed for the whole run.")] = 3600,
+) -> None:
+    """A whole Flower federation on 127.0.0.1 (SuperLink + N SuperNodes) running DEFT; writes
+    loladeft train's files plus flower-logs/, and stops every process it started."""
+    from rich.console import Console
+
+    from loladeft.training.run import check_out_dir
+
+    console = Console(stderr=True)
+    try:
+        cfg = _config(
+            task=task,
+            scheme=scheme,
+            rounds=rounds,
+            num_devices=nodes,
+            batch=batch,
+            local_iterations=local_iterations,
+            lr=lr,
+            model=model,
+            profile=profile,
+            data_dir=data_dir,
+            eval_every=eval_every,
+            seed=seed,
+            precision=precision,
+        )
+        options = _options(
+            round_timeout=round_timeout,
+            straggler_prob=straggler_prob,
+            deadline_factor=deadline_factor,
+            max_grad_norm=max_grad_norm,
+        )
+        check_out_dir(out, resume)
+        _check_ready(cfg)
+        outcome = run_local(cfg, out.resolve(), options, tls=tls, auth=auth, resume=resume,
+                            timeout=timeout, console=console)
+    except LoladeftError as exc:
+        fail(_flag_names(str(exc)))
+    console.print(
+        f"run {outcome.run_id}: {outcome.status} in {outcome.seconds:.1f} s; wrote {out}/"
+        "metrics.csv, manifest.json, checkpoint.pt, adapter/, metric_vs_time.png, flower-logs/"
+    )
+
+
+def _flag_names(message: str) -> str:
+    """Name the K devices by this command's flag."""
+    if message.startswith("num_devices:"):
+        return "nodes:" + message[len("num_devices:") :]
+    return message
+
+
+def _check_ready(cfg: Any) -> None:
+    """Fail fast, before any process starts, on settings the ServerApp would reject."""
+    from loladeft.profiling.profile import load_profile
+    from loladeft.training.data import load_task
+    from loladeft.training.engine import _default_profile
+    from loladeft.training.model import model_path
+
+    load_task(cfg.task, cfg.data_dir)
+    model_path(cfg.model)
+    profile = load_profile(cfg.profile or _default_profile(cfg.model))
+    if cfg.num_devices < profile.num_blocks:
+        raise LoladeftError(
+            f"nodes: {cfg.num_devices} SuperNodes are fewer than the L = {profile.num_blocks} "
+            "blocks of the model"
+        )
+
+
+def run_local(
+    cfg: Any,
+    out: Path,
+    options: Any,
+    *,
+    tls: bool = False,
+    auth: bool = False,
+    resume: bool = False,
+    timeout: float = 3600,
+    console: Any = None,
+) -> Any:
+    """Start the federation, run the app on it, follow ``metrics.csv``, stop everything.
+
+    Raises
+    ------
+    LoladeftError
+        The federation did not come up, or the run did not finish (the message holds the
+        run's status and the tail of its log).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    import loladeft.runtime
+    from loladeft.runtime import protocol
+    from loladeft.runtime.federation import FederationSpec, LocalFederation
+
+    app_dir = Path(loladeft.runtime.__file__).parent / "flower_app"
+    run_config = {
+        "config": protocol.encode_config(cfg),
+        "out": str(out),
+        "runtime": "local",
+        "resume": resume,
+        **options.to_run_config(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    spec = FederationSpec(nodes=cfg.num_devices, tls=tls, auth=auth)
+    result: dict[str, Any] = {}
+    with LocalFederation(spec, log_dir=out / "flower-logs") as fed:
+        worker = threading.Thread(
+            target=lambda: result.update(outcome=fed.run(app_dir, run_config, timeout=timeout)),
+            daemon=True,
+        )
+        worker.start()
+        with Progress(
+            TextColumn(f"{cfg.task} · {cfg.scheme} · flower local ({cfg.num_devices} nodes)"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            tid = bar.add_task("", total=cfg.rounds)
+            while worker.is_alive():
+                worker.join(0.5)
+                bar.update(tid, completed=_rounds_done(out / "metrics.csv"))
+        outcome = result.get("outcome")
+    if outcome is None or not outcome.ok:
+        status = "no outcome" if outcome is None else outcome.status
+        tail = "" if outcome is None else " | ".join(outcome.output.strip().splitlines()[-3:])
+        raise LoladeftError(f"flower run: {status}; see {out}/flower-logs ({tail})")
+    return outcome
+
+
+def _rounds_done(path: Path) -> int:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    rounds = {line.split(",", 1)[0] for line in lines[1:]}
+    return max(0, len(rounds) - 1)
+
