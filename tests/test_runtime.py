@@ -84,14 +84,10 @@ def test_flower_rounds_equal_in_process_rounds(tiny):
 
 
 def _set_grad(reply, fn):
-    from flwr.app import ArrayRecord
-
-    arrays = protocol.from_array_record(reply.content["gradient"])
+    arrays = protocol.get(reply.content, "gradient")
     name = next(iter(arrays))
     arrays = fn(name, arrays)
-    reply.content["gradient"] = ArrayRecord(
-        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-    )
+    protocol.put(reply.content, "gradient", {k: torch.from_numpy(v) for k, v in arrays.items()})
     return reply
 
 

@@ -24,9 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-Task = Annotated[
-    str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, rte, qnli, qqp, mnli.")
-]
+Task = Annotated[str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, rte, qnli, qqp, mnli.")]
 Scheme = Annotated[str, typer.Option(help="Scheduling scheme (jbba, ba, comm-aware...).")]
 Rounds = Annotated[int, typer.Option(help="Communication rounds N.")]
 DataDir = Annotated[
@@ -145,6 +143,7 @@ def simulate(
     label = f"{cfg.task} · {cfg.scheme} · flower simulation"
     run_with_progress(cfg, out, resume=resume, label=label, runner=runner)
 
+
 @app.command("local")
 def local(
     task: Task,
@@ -172,6 +171,14 @@ def local(
     auth: Annotated[
         bool, typer.Option("--auth/--no-auth", help="SuperNode authentication (keys made).")
     ] = False,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm/--cold",
+            help="Run each node's tasks in a warm executor (model kept in memory) or in "
+            "Flower's fresh process per message.",
+        ),
+    ] = True,
     timeout: Annotated[float, typer.Option(help="Wall seconds allowed for the whole run.")] = 3600,
 ) -> None:
     """A whole Flower federation on 127.0.0.1 (SuperLink + N SuperNodes) running DEFT; writes
@@ -205,8 +212,17 @@ def local(
         )
         check_out_dir(out, resume)
         _check_ready(cfg)
-        outcome = run_local(cfg, out.resolve(), options, tls=tls, auth=auth, resume=resume,
-                            timeout=timeout, console=console)
+        outcome = run_local(
+            cfg,
+            out.resolve(),
+            options,
+            tls=tls,
+            auth=auth,
+            warm=warm,
+            resume=resume,
+            timeout=timeout,
+            console=console,
+        )
     except LoladeftError as exc:
         fail(_flag_names(str(exc)))
     console.print(
@@ -246,6 +262,7 @@ def run_local(
     *,
     tls: bool = False,
     auth: bool = False,
+    warm: bool = True,
     resume: bool = False,
     timeout: float = 3600,
     console: Any = None,
@@ -273,7 +290,7 @@ def run_local(
         **options.to_run_config(),
     }
     out.mkdir(parents=True, exist_ok=True)
-    spec = FederationSpec(nodes=cfg.num_devices, tls=tls, auth=auth)
+    spec = FederationSpec(nodes=cfg.num_devices, tls=tls, auth=auth, warm=warm)
     result: dict[str, Any] = {}
     with LocalFederation(spec, log_dir=out / "flower-logs") as fed:
         worker = threading.Thread(
@@ -293,6 +310,8 @@ def run_local(
                 worker.join(0.5)
                 bar.update(tid, completed=_rounds_done(out / "metrics.csv"))
         outcome = result.get("outcome")
+    if outcome is not None:
+        (out / "flower-logs" / "run.log").write_text(outcome.output, encoding="utf-8")
     if outcome is None or not outcome.ok:
         status = "no outcome" if outcome is None else outcome.status
         tail = "" if outcome is None else " | ".join(outcome.output.strip().splitlines()[-3:])
@@ -307,4 +326,3 @@ def _rounds_done(path: Path) -> int:
         return 0
     rounds = {line.split(",", 1)[0] for line in lines[1:]}
     return max(0, len(rounds) - 1)
-

@@ -116,7 +116,7 @@ def handle_train(message: Any, context: Any) -> Any:
     trainer = engine(cfg)
     if not 1 <= depth <= trainer.num_blocks:
         raise NodeConfigError(f"depth: {depth} is not a block of this model")
-    weights = protocol.from_array_record(message.content[protocol.WEIGHTS])
+    weights = protocol.get(message.content, protocol.WEIGHTS)
     trainer.set_weights({name: torch.from_numpy(a) for name, a in weights.items()})
     stream = trainer.streams[k]
     saved = context.state.get(_STREAM)
@@ -126,9 +126,8 @@ def handle_train(message: Any, context: Any) -> Any:
     names = gradient_names(trainer, depth)
     grads = dict(zip(names, [*update.block_grads, *update.head_grads], strict=True))
     result = MetricRecord({"round": n, "depth": depth, "partition-id": k, "loss": update.loss})
-    content = RecordDict(
-        {protocol.GRADIENT: protocol.to_array_record(grads), protocol.RESULT: result}
-    )
+    content = RecordDict({protocol.RESULT: result})
+    protocol.put(content, protocol.GRADIENT, grads)
     return Message(content, reply_to=message)
 
 

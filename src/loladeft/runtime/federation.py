@@ -103,6 +103,10 @@ class FederationSpec:
     fast_poll
         Start SuperNodes through :mod:`loladeft.runtime.supernode` (short idle polling)
         and shorten the SuperExec task polling.
+    warm
+        Run each node's ClientApp tasks in a long-lived :mod:`loladeft.runtime.executor`
+        (SuperNode ``--isolation process``) instead of a fresh process per message; only
+        for loladeft's app. Implies ``fast_poll``.
     env
         Extra environment for every process (applied last).
     """
@@ -112,6 +116,7 @@ class FederationSpec:
     tls: bool = False
     auth: bool = False
     fast_poll: bool = True
+    warm: bool = False
     env: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
@@ -123,6 +128,8 @@ class FederationSpec:
             )
         if self.auth:
             self.tls = True  # Flower refuses node authentication without TLS
+        if self.warm:
+            self.fast_poll = True  # the warm executor is started by loladeft's entry point
 
     def node_config(self, i: int) -> dict[str, ConfigValue]:
         """Return the ``--node-config`` mapping of node ``i``."""
@@ -894,4 +901,8 @@ class LocalFederation:
             cmd.append("--insecure")
         if private_key is not None:
             cmd += ["--auth-supernode-private-key", str(private_key)]
+        if self.spec.warm:
+            from loladeft.runtime.supernode import WARM_FLAG
+
+            cmd.append(WARM_FLAG)
         self._nodes.append(self._spawn(f"supernode-{i}", cmd, f"supernode-{i}.log"))

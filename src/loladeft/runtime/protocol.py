@@ -5,12 +5,17 @@ Two exchanges per round (Algorithm 1):
 ``query``  server -> every node: ``ConfigRecord "deft"`` {``round``, ``config``}; the node
            answers ``ConfigRecord "state"`` {``partition-id``, ``compute-factor``,
            ``memory-bytes``}: its own state this round. The channel is simulated at the server.
-``train``  server -> each scheduled node: ``ArrayRecord "weights"`` (every LoRA and head
-           parameter, the latest model ``phi^(n-1)``) and ``ConfigRecord "deft"``
-           {``round``, ``depth``, ``config``}: the block and, through the run settings, ``M``.
-           The node answers ``ArrayRecord "gradient"`` (the block's and the head's gradient,
-           averaged over the ``M`` local iterations) and ``MetricRecord "result"``
-           {``round``, ``depth``, ``partition-id``, ``loss``}.
+``train``  server -> each scheduled node: ``weights`` (every LoRA and head parameter, the
+           latest model ``phi^(n-1)``) and ``ConfigRecord "deft"`` {``round``, ``depth``,
+           ``config``}: the block and, through the run settings, ``M``. The node answers
+           ``gradient`` (the block's and the head's gradient, averaged over the ``M`` local
+           iterations) and ``MetricRecord "result"`` {``round``, ``depth``,
+           ``partition-id``, ``loss``}.
+
+Tensors travel packed (:func:`pack`): one ``ArrayRecord`` holding a single flat array, and a
+``ConfigRecord`` ``<name>-layout`` with the tensors' names and shapes. Flower stores and
+fetches every array as an object of its own, with a round trip each on every hop; one array
+per message instead of one per tensor removes most of the transport time of a round.
 
 ``config`` is the run's :class:`~loladeft.training.config.TrainConfig` as JSON: every message
 carries the settings it is to be computed with, so a node needs nothing else from the run and
@@ -58,16 +63,58 @@ def decode_config(text: str) -> Any:
     return TrainConfig.from_dict(json.loads(text))
 
 
-def to_array_record(tensors: Mapping[str, Any]) -> Any:
-    """An ``ArrayRecord`` of named torch tensors (copied to contiguous CPU fp32/as is)."""
-    from flwr.app import ArrayRecord
+def pack(tensors: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Named torch tensors as ``(ArrayRecord {"flat": 1-D array}, ConfigRecord layout)``."""
+    import torch
+    from flwr.app import ArrayRecord, ConfigRecord
 
-    return ArrayRecord({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    names = list(tensors)
+    flat = torch.cat([tensors[n].detach().reshape(-1).cpu() for n in names])
+    layout = ConfigRecord(
+        {"names": names, "shapes": json.dumps([list(tensors[n].shape) for n in names])}
+    )
+    return ArrayRecord({"flat": flat.contiguous()}), layout
 
 
-def from_array_record(record: Any) -> dict[str, np.ndarray]:
-    """Named numpy arrays of an ``ArrayRecord``."""
-    return {k: record[k].numpy() for k in record}
+def unpack(arrays: Any, layout: Any) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack`: named numpy arrays (views of the flat array).
+
+    Raises
+    ------
+    InvalidReply
+        The layout does not describe the flat array.
+    """
+    try:
+        flat = arrays["flat"].numpy()
+        names = [str(n) for n in layout["names"]]
+        shapes = [tuple(int(d) for d in shape) for shape in json.loads(str(layout["shapes"]))]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidReply(f"layout: unreadable ({type(exc).__name__}: {exc})") from None
+    sizes = [math.prod(shape) for shape in shapes]
+    if len(names) != len(shapes) or flat.ndim != 1 or flat.size != sum(sizes):
+        raise InvalidReply(
+            f"layout: {len(names)} names and {len(shapes)} shapes of {sum(sizes)} values for "
+            f"a flat array of shape {flat.shape}"
+        )
+    out, start = {}, 0
+    for name, shape, size in zip(names, shapes, sizes, strict=True):
+        out[name] = flat[start : start + size].reshape(shape)
+        start += size
+    return out
+
+
+def put(content: Any, key: str, tensors: Mapping[str, Any]) -> None:
+    """Store named tensors in a message's ``RecordDict`` under ``key`` (:func:`pack`)."""
+    content[key], content[f"{key}-layout"] = pack(tensors)
+
+
+def get(content: Any, key: str) -> dict[str, np.ndarray]:
+    """Named arrays stored by :func:`put`; :class:`InvalidReply` if absent or inconsistent."""
+    try:
+        arrays, layout = content[key], content[f"{key}-layout"]
+    except KeyError:
+        raise InvalidReply(f"{key}: missing from the message") from None
+    return unpack(arrays, layout)
 
 
 def check_gradient(

@@ -193,6 +193,9 @@ class FlowerTrainer(Trainer):
 
     def setup(self, *, dev: bool = True) -> FlowerTrainer:
         """Set up the engine, then wait for the run's ``K`` nodes to connect."""
+        from loladeft.runtime.polling import fast_object_pulls
+
+        fast_object_pulls()
         super().setup(dev=dev)
         names = {id(p): n for n, p in self.model.named_parameters()}
         self.expected = [
@@ -249,13 +252,17 @@ class FlowerTrainer(Trainer):
 
     def run_devices(self, n: int, instance: Any, allocation: Any) -> RoundWork:
         """Send the scheduled blocks, collect and validate the gradients, reassign failures."""
+        from flwr.app import RecordDict
+
         t0 = time.perf_counter()
         opts = self.options
         assignment = [int(k) for k in allocation.assignment]
         bandwidth = np.asarray(allocation.bandwidth, dtype=float)
         deadline = opts.deadline_factor * float(allocation.latency)
-        weights = protocol.to_array_record(self.weights())
-        self.max_message_bytes = max(self.max_message_bytes, weights.count_bytes())
+        weights = RecordDict()
+        protocol.put(weights, protocol.WEIGHTS, self.weights())
+        size = weights[protocol.WEIGHTS].count_bytes()
+        self.max_message_bytes = max(self.max_message_bytes, size)
         used = set(assignment)
         failed: set[int] = set()
         updates: list[DeviceUpdate | None] = [None] * len(assignment)
@@ -328,7 +335,7 @@ class FlowerTrainer(Trainer):
         from flwr.app import ConfigRecord, Message, RecordDict
 
         deft = ConfigRecord({"round": n, "depth": depth_index + 1, "config": self.config_json})
-        content = RecordDict({protocol.WEIGHTS: weights, protocol.DEFT: deft})
+        content = RecordDict({**weights, protocol.DEFT: deft})
         return Message(
             content,
             dst_node_id=self.nodes[k],
@@ -347,7 +354,7 @@ class FlowerTrainer(Trainer):
             raise protocol.InvalidReply(f"reply from node {reply.metadata.src_node_id}")
         try:
             result = reply.content[protocol.RESULT]
-            arrays = protocol.from_array_record(reply.content[protocol.GRADIENT])
+            arrays = protocol.get(reply.content, protocol.GRADIENT)
             got = (int(result["round"]), int(result["depth"]), int(result["partition-id"]))
             loss = float(result["loss"])
         except (KeyError, TypeError, ValueError) as exc:

@@ -11,15 +11,18 @@ federation this floor, not the computation, dominates every round.
 
 What it patches
 ---------------
-Only the module-global ``time`` of ``flwr.supernode.start_client_internal``: it is
-replaced by a shim that forwards every attribute to the real :mod:`time` module except
-``sleep(s)``, which sleeps ``min(s, POLL)``. ``POLL`` comes from the environment
-variable ``LOLADEFT_NODE_POLL_S`` (seconds, default ``0.05``). No other module, and no
-protocol behaviour, changes: the node just asks the SuperLink more often. The
-SuperExec the SuperNode spawns (``flower-superexec``, a separate process) polls for
-ClientApp tasks every ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` seconds (default 1 s,
-read by ``flwr.supercore.superexec.run_superexec``); set that variable in the
-environment too (:class:`loladeft.runtime.federation.LocalFederation` does).
+Two waits, in this process only (:mod:`loladeft.runtime.polling` has the table of every
+wait on the message path): the SuperNode main loop's sleeps are capped at ``POLL`` seconds
+(environment variable ``LOLADEFT_NODE_POLL_S``, default ``0.05``), and Flower's retry of an
+object that is not stored yet starts at 20 ms instead of 1 s. No protocol behaviour
+changes: the node just asks the SuperLink more often. The SuperExec the SuperNode spawns
+(``flower-superexec``, a separate process) polls for ClientApp tasks every
+``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` seconds (default 1 s); set that variable too
+(:class:`loladeft.runtime.federation.LocalFederation` does).
+
+With ``--loladeft-warm`` (removed before Flower sees the arguments) the SuperNode runs with
+``--isolation process`` next to a :mod:`loladeft.runtime.executor` child that executes its
+ClientApp tasks in one warm process instead of one process per message.
 
 Then the normal ``flower-supernode`` entry point (``flwr.supernode.cli
 .flower_supernode``) runs with the same command-line arguments, so every
@@ -34,26 +37,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time as _time
-from typing import Any
 
 #: Environment variable holding the longest idle sleep of the SuperNode, in seconds.
 POLL_ENV = "LOLADEFT_NODE_POLL_S"
 #: Default longest idle sleep, in seconds.
 DEFAULT_POLL_S = 0.05
-
-
-class _ShortSleepTime:
-    """Stand-in for the :mod:`time` module whose ``sleep`` is capped at ``poll`` s."""
-
-    def __init__(self, poll: float) -> None:
-        self.poll = poll
-
-    def sleep(self, seconds: float) -> None:
-        _time.sleep(min(seconds, self.poll))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(_time, name)
 
 
 def poll_seconds() -> float:
@@ -82,17 +70,54 @@ def patch(poll: float | None = None) -> None:
     poll
         Longest sleep, in seconds; ``None`` reads :data:`POLL_ENV`.
     """
-    from flwr.supernode import start_client_internal as sci
+    from loladeft.runtime.polling import cap_supernode_sleeps, fast_object_pulls
 
-    sci.time = _ShortSleepTime(poll_seconds() if poll is None else poll)  # type: ignore[assignment]
+    cap_supernode_sleeps(poll_seconds() if poll is None else poll)
+    fast_object_pulls()
+
+
+#: Flag of this entry point (removed before Flower parses the arguments): run ClientApp
+#: tasks in a warm :mod:`loladeft.runtime.executor` instead of a process per message.
+WARM_FLAG = "--loladeft-warm"
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    """Value of ``name VALUE`` or ``name=VALUE`` in ``argv``."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def start_warm_executor(argv: list[str]) -> list[str]:
+    """Start :mod:`loladeft.runtime.executor` for the SuperNode that ``argv`` describes
+    (a child in this process group, exiting with this process) and return ``argv`` with
+    ``--isolation process``, which makes the SuperNode leave its tasks to that executor."""
+    import subprocess
+
+    host = _option(argv, "--host") or "127.0.0.1"
+    port = _option(argv, "--port") or "9094"
+    address = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    cmd = [sys.executable, "-m", "loladeft.runtime.executor", "--runtime-api-address", address]
+    ca = _option(argv, "--ssl-ca-certfile")
+    cmd += ["--root-certificates", ca] if ca else ["--insecure"]
+    cmd += ["--parent-pid", str(os.getpid())]
+    subprocess.Popen(cmd)
+    return [*argv, "--isolation", "process"]
 
 
 def main() -> None:
-    """Patch the polling sleeps, then run ``flower-supernode`` with ``sys.argv``."""
+    """Patch the polling sleeps, then run ``flower-supernode`` with ``sys.argv``
+    (with :data:`WARM_FLAG`: next to a warm executor)."""
     patch()
     from flwr.supernode.cli import flower_supernode
 
-    sys.argv[0] = "flower-supernode"
+    argv = sys.argv[1:]
+    if WARM_FLAG in argv:
+        argv = start_warm_executor([a for a in argv if a != WARM_FLAG])
+    sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 
 

@@ -1,0 +1,64 @@
+"""Flower 1.42's fixed waits on the message path, and how loladeft's processes shorten them.
+
+A message between the ServerApp and a ClientApp crosses four polling loops. Their flwr 1.42
+defaults, and what loladeft's own processes (the ServerApp of :mod:`loladeft.runtime.server`,
+:mod:`loladeft.runtime.supernode`, :mod:`loladeft.runtime.executor`) use instead:
+
+======================================  ==================  ==========================
+wait (flwr 1.42)                        default             loladeft
+======================================  ==================  ==========================
+``Grid.send_and_receive``, per pull     3 s                 own pull loop, 10 ms
+SuperNode idle poll of the SuperLink    3 s                 50 ms (1)
+SuperNode wait for a ClientApp reply    0.5 s steps         50 ms (1)
+SuperExec task poll                     1 s                 50 ms (env), 20 ms (2)
+retry of an object not yet stored       1 s, up to 10 s     20 ms, up to 0.5 s (3)
+new ClientApp process per message       ~2 s (imports)      none: warm executor (2)
+======================================  ==================  ==========================
+
+(1) :func:`cap_supernode_sleeps` in :mod:`loladeft.runtime.supernode`;
+(2) :mod:`loladeft.runtime.executor`; (3) :func:`fast_object_pulls`, in all three of
+loladeft's processes.
+
+The last one matters most and is the least visible: a message's metadata can be listed
+before its arrays are stored, and the first retry then costs a whole second on every hop.
+
+Each patch changes only how long a loop waits before asking again, never what is asked.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from typing import Any
+
+#: Object-pull retry: first wait and longest wait, in seconds.
+PULL_BACKOFF = (0.02, 0.5)
+
+
+def fast_object_pulls(initial: float = PULL_BACKOFF[0], cap: float = PULL_BACKOFF[1]) -> None:
+    """Make Flower's object pulls in this process retry after ``initial`` s (doubling up to
+    ``cap`` s) instead of 1 s (up to 10 s)."""
+    from flwr.supercore.inflatable import inflatable_utils as u
+
+    for fn in (u.pull_objects, u.pull_and_inflate_object_from_tree):
+        fn.__kwdefaults__.update(initial_backoff=initial, backoff_cap=cap)
+
+
+class _CappedSleep:
+    """Stand-in for the :mod:`time` module whose ``sleep`` is capped at ``poll`` s."""
+
+    def __init__(self, poll: float) -> None:
+        self.poll = poll
+
+    def sleep(self, seconds: float) -> None:
+        _time.sleep(min(seconds, self.poll))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_time, name)
+
+
+def cap_supernode_sleeps(poll: float) -> None:
+    """Cap the sleeps of the SuperNode main loop (``flwr.supernode.start_client_internal``)
+    at ``poll`` seconds by replacing that module's ``time`` reference."""
+    from flwr.supernode import start_client_internal as sci
+
+    sci.time = _CappedSleep(poll)  # type: ignore[assignment]
