@@ -84,4 +84,110 @@ def test_simulation_runtime_reproduces_the_in_process_engine(tiny, reference, tm
         torch.testing.assert_close(w, ref_weights[name], rtol=1e-5, atol=1e-7)
     manifest = json.loads((tmp_path / "sim" / "manifest.json").read_text())
     assert manifest["finished"] and manifest["runtime"]["engine"] == "flower-simulation"
-    assert manifest["runtime"]["messages"] == 2 * (K + K)  # per round: K queries, L = K trains
+    # a warm-up query per node, then per round: K queries and L = K trains
+    assert manifest["runtime"]["messages"] == K + 2 * (K + K)
+
+
+# ---------------------------------------------------------------- deployment runtime
+def _deploy(cfg, out, spec, watch=None, **options):
+    from loladeft.runtime.deployment import deploy
+    from loladeft.runtime.server import RuntimeOptions
+
+    return deploy(cfg, out, RuntimeOptions(**options), spec, timeout=240, watch=watch)
+
+
+def _assert_cleaned(fed_home_marker: list) -> None:
+    from loladeft.runtime.federation import MARKER_ENV, pids_with_env
+
+    for marker in fed_home_marker:
+        assert pids_with_env(MARKER_ENV, marker) == []
+
+
+def test_deployment_runtime_reproduces_the_in_process_engine(tiny, reference, tmp_path):
+    from loladeft.runtime.federation import FederationSpec
+
+    markers: list[str] = []
+    outcome = _deploy(
+        _cfg(tiny),
+        tmp_path / "dep",
+        FederationSpec(nodes=K, warm=True),
+        watch=lambda fed: markers.append(fed.marker),
+    )
+    assert outcome.ok
+    _assert_same_rows(read_metrics(tmp_path / "dep" / "metrics.csv"), reference[0])
+    manifest = json.loads((tmp_path / "dep" / "manifest.json").read_text())
+    assert manifest["finished"] and manifest["command"] == "loladeft flower local"
+    assert not any(manifest["runtime"]["faults"].values())
+    for name in ("adapter", "metric_vs_time.png", "checkpoint.pt", "flower-logs/run.log"):
+        assert (tmp_path / "dep" / name).exists()
+    _assert_cleaned(markers[:1])
+
+
+def test_killed_supernode_block_is_reassigned_and_run_finishes(tiny, tmp_path):
+    """Node ``victim`` is killed right after it reported its state in round 2, so it is
+    scheduled and never answers: the server reassigns its block to the spare device."""
+    from loladeft.runtime.federation import FederationSpec
+    from loladeft.training.engine import Trainer
+
+    cfg = _cfg(tiny, num_devices=K + 1, rounds=3)
+    local = Trainer(cfg).setup()
+    plan = local.clock.schedule(2, cfg.scheme, local.device_states(2))
+    victim = int(plan.assignment[0])
+    state = {"killed": False}
+
+    def watch(fed):
+        if state["killed"]:
+            return
+        text = fed.node_log(victim).read_text(errors="replace")
+        if "ROUND 2]" in text and "Sending: query" in text.split("ROUND 2]", 1)[1]:
+            fed.kill_node(victim)
+            state["killed"] = True
+            state["marker"] = fed.marker
+
+    _deploy(
+        cfg,
+        tmp_path / "kill",
+        FederationSpec(nodes=K + 1, warm=True),
+        watch=watch,
+        round_timeout=4.0,
+        query_timeout=3.0,
+    )
+    assert state["killed"]
+    rows = read_metrics(tmp_path / "kill" / "metrics.csv")
+    assert [r["round"] for r in rows] == ["0", "1", "2", "3"]
+    assert all(r["feasible"] == "1" and r["train_loss"] for r in rows[1:])
+    faults = json.loads((tmp_path / "kill" / "manifest.json").read_text())["runtime"]["faults"]
+    assert faults["reassigned"] >= 1 and faults["timeouts"] + faults["errors"] >= 1
+    assert faults["skipped_blocks"] == 0
+    log = (tmp_path / "kill" / "flower-logs" / "run.log").read_text()
+    assert f"round 2: device {victim} failed block 1" in log
+    assert f"round 3: devices [{victim}] unavailable" in log
+    _assert_cleaned([state["marker"]])
+
+
+def test_tls_and_supernode_authentication(tiny, tmp_path):
+    from loladeft.runtime.federation import FederationSpec
+
+    seen: dict = {}
+
+    def watch(fed):
+        if "intruder" not in seen:  # a node whose key was never registered
+            seen["intruder"] = fed.add_node(
+                {"partition-id": 0, "num-partitions": K}, register=False, wait=False
+            )
+            seen["fed"] = fed
+            seen["config"] = (fed.home / "config.toml").read_text()
+
+    outcome = _deploy(
+        _cfg(tiny, rounds=1),
+        tmp_path / "tls",
+        FederationSpec(nodes=K, tls=True, auth=True, warm=True),
+        watch=watch,
+    )
+    assert outcome.ok
+    fed = seen["fed"]
+    assert "root-certificates" in seen["config"] and "insecure" not in seen["config"]
+    assert "No SuperNode found with the given public key" in fed.superlink_log.read_text()
+    assert "SuperNode ID" not in fed.node_log(seen["intruder"]).read_text()
+    rows = read_metrics(tmp_path / "tls" / "metrics.csv")
+    assert [r["round"] for r in rows] == ["0", "1"]

@@ -10,7 +10,6 @@ Both write the same ``metrics.csv``/``manifest.json`` as ``loladeft train``.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -267,62 +266,27 @@ def run_local(
     timeout: float = 3600,
     console: Any = None,
 ) -> Any:
-    """Start the federation, run the app on it, follow ``metrics.csv``, stop everything.
-
-    Raises
-    ------
-    LoladeftError
-        The federation did not come up, or the run did not finish (the message holds the
-        run's status and the tail of its log).
-    """
+    """:func:`loladeft.runtime.deployment.deploy` under a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    import loladeft.runtime
-    from loladeft.runtime import protocol
-    from loladeft.runtime.federation import FederationSpec, LocalFederation
+    from loladeft.runtime.deployment import deploy, rounds_done
+    from loladeft.runtime.federation import FederationSpec
 
-    app_dir = Path(loladeft.runtime.__file__).parent / "flower_app"
-    run_config = {
-        "config": protocol.encode_config(cfg),
-        "out": str(out),
-        "runtime": "local",
-        "resume": resume,
-        **options.to_run_config(),
-    }
-    out.mkdir(parents=True, exist_ok=True)
     spec = FederationSpec(nodes=cfg.num_devices, tls=tls, auth=auth, warm=warm)
-    result: dict[str, Any] = {}
-    with LocalFederation(spec, log_dir=out / "flower-logs") as fed:
-        worker = threading.Thread(
-            target=lambda: result.update(outcome=fed.run(app_dir, run_config, timeout=timeout)),
-            daemon=True,
+    with Progress(
+        TextColumn(f"{cfg.task} · {cfg.scheme} · flower local ({cfg.num_devices} nodes)"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        tid = bar.add_task("", total=cfg.rounds)
+        return deploy(
+            cfg,
+            out,
+            options,
+            spec,
+            resume=resume,
+            timeout=timeout,
+            watch=lambda _fed: bar.update(tid, completed=rounds_done(out / "metrics.csv")),
         )
-        worker.start()
-        with Progress(
-            TextColumn(f"{cfg.task} · {cfg.scheme} · flower local ({cfg.num_devices} nodes)"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            tid = bar.add_task("", total=cfg.rounds)
-            while worker.is_alive():
-                worker.join(0.5)
-                bar.update(tid, completed=_rounds_done(out / "metrics.csv"))
-        outcome = result.get("outcome")
-    if outcome is not None:
-        (out / "flower-logs" / "run.log").write_text(outcome.output, encoding="utf-8")
-    if outcome is None or not outcome.ok:
-        status = "no outcome" if outcome is None else outcome.status
-        tail = "" if outcome is None else " | ".join(outcome.output.strip().splitlines()[-3:])
-        raise LoladeftError(f"flower run: {status}; see {out}/flower-logs ({tail})")
-    return outcome
-
-
-def _rounds_done(path: Path) -> int:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return 0
-    rounds = {line.split(",", 1)[0] for line in lines[1:]}
-    return max(0, len(rounds) - 1)

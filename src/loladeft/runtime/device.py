@@ -93,6 +93,8 @@ def handle_query(message: Any, context: Any) -> Any:
 
     deft = message.content[protocol.DEFT]
     cfg = protocol.decode_config(deft["config"])
+    if deft.get("warm"):  # the server's warm-up before round 1: load model and data now
+        engine(cfg)
     f, memory = device_state(cfg, context.node_config, int(deft["round"]))
     state = ConfigRecord(
         {

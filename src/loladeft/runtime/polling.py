@@ -34,13 +34,22 @@ from typing import Any
 PULL_BACKOFF = (0.02, 0.5)
 
 
-def fast_object_pulls(initial: float = PULL_BACKOFF[0], cap: float = PULL_BACKOFF[1]) -> None:
+def fast_object_pulls(
+    initial: float = PULL_BACKOFF[0], cap: float = PULL_BACKOFF[1], max_time: float | None = None
+) -> None:
     """Make Flower's object pulls in this process retry after ``initial`` s (doubling up to
-    ``cap`` s) instead of 1 s (up to 10 s)."""
+    ``cap`` s) instead of 1 s (up to 10 s).
+
+    ``max_time`` bounds how long a pull waits for objects that never come (flwr's default,
+    7200 s, lets the reply of a node killed mid-upload block the server for minutes); the
+    pull then yields an error reply, which the server treats as a failed node.
+    """
     from flwr.supercore.inflatable import inflatable_utils as u
 
     for fn in (u.pull_objects, u.pull_and_inflate_object_from_tree):
         fn.__kwdefaults__.update(initial_backoff=initial, backoff_cap=cap)
+        if max_time is not None:
+            fn.__kwdefaults__["max_time"] = max_time
 
 
 class _CappedSleep:

@@ -5,6 +5,8 @@ Two exchanges per round (Algorithm 1):
 ``query``  server -> every node: ``ConfigRecord "deft"`` {``round``, ``config``}; the node
            answers ``ConfigRecord "state"`` {``partition-id``, ``compute-factor``,
            ``memory-bytes``}: its own state this round. The channel is simulated at the server.
+           Before round 1 the server sends one with ``round = 0`` and ``warm = true``: the
+           node loads the model and its data then, not inside round 1's deadline.
 ``train``  server -> each scheduled node: ``weights`` (every LoRA and head parameter, the
            latest model ``phi^(n-1)``) and ``ConfigRecord "deft"`` {``round``, ``depth``,
            ``config``}: the block and, through the run settings, ``M``. The node answers

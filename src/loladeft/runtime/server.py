@@ -195,7 +195,7 @@ class FlowerTrainer(Trainer):
         """Set up the engine, then wait for the run's ``K`` nodes to connect."""
         from loladeft.runtime.polling import fast_object_pulls
 
-        fast_object_pulls()
+        fast_object_pulls(max_time=self.options.round_timeout)
         super().setup(dev=dev)
         names = {id(p): n for n, p in self.model.named_parameters()}
         self.expected = [
@@ -211,7 +211,25 @@ class FlowerTrainer(Trainer):
                     f"within {self.options.node_wait:g} s"
                 )
             time.sleep(0.1)
+        self._warm_up()
         return self
+
+    def _warm_up(self) -> None:
+        """Have every node load the model and its data before round 1 (a ``query`` with
+        ``warm``), so that no node misses the first round's deadline while starting."""
+        from flwr.app import ConfigRecord, Message, RecordDict
+
+        deft = ConfigRecord({"round": 0, "config": self.config_json, "warm": True})
+        node_ids = list(self.transport.grid.get_node_ids())
+        messages = [
+            Message(RecordDict({protocol.DEFT: deft}), dst_node_id=i, message_type=protocol.QUERY)
+            for i in node_ids
+        ]
+        replies = self.transport.gather(messages, self.options.node_wait)
+        for node_id, reply in zip(node_ids, replies.values(), strict=True):
+            if reply is None or reply.has_error():
+                why = "no reply" if reply is None else reply.error.reason
+                self.log(f"warm-up: node {node_id} is not ready ({why})")
 
     # -- Algorithm 1, the two steps that go over the network ----------------------------
     def device_states(self, n: int) -> Any:
@@ -223,7 +241,13 @@ class FlowerTrainer(Trainer):
         node_ids = list(self.transport.grid.get_node_ids())
         deft = ConfigRecord({"round": n, "config": self.config_json})
         messages = [
-            Message(RecordDict({protocol.DEFT: deft}), dst_node_id=i, message_type=protocol.QUERY)
+            Message(
+                RecordDict({protocol.DEFT: deft}),
+                dst_node_id=i,
+                message_type=protocol.QUERY,
+                ttl=self.options.query_timeout + 60,
+                group_id=str(n),
+            )
             for i in node_ids
         ]
         replies = self.transport.gather(messages, self.options.query_timeout)
