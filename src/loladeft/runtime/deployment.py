@@ -26,12 +26,25 @@ class DeploymentError(LoladeftError, RuntimeError):
     """The federation did not come up or the run did not finish."""
 
 
+def with_absolute_paths(cfg: Any) -> Any:
+    """``cfg`` with its data folder, model folder and profile file made absolute: the
+    ServerApp and the ClientApps run in other working directories."""
+    from dataclasses import replace
+
+    changes = {
+        name: str(Path(value).resolve())
+        for name in ("data_dir", "model", "profile")
+        if (value := getattr(cfg, name)) is not None and Path(value).exists()
+    }
+    return replace(cfg, **changes)
+
+
 def run_config(cfg: Any, out: Path, options: Any, *, runtime: str, resume: bool) -> dict:
     """The ServerApp's run config (see :mod:`loladeft.runtime.app`)."""
     from loladeft.runtime import protocol
 
     return {
-        "config": protocol.encode_config(cfg),
+        "config": protocol.encode_config(with_absolute_paths(cfg)),
         "out": str(Path(out).resolve()),
         "runtime": runtime,
         "resume": resume,
@@ -76,13 +89,16 @@ def deploy(
     DeploymentError
         The run did not finish; the message holds its status and the last lines of its log.
     """
-    from loladeft.runtime.federation import LocalFederation
+    from loladeft.runtime.federation import LocalFederation, write_run_config
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rc = run_config(cfg, out, options, runtime="local", resume=resume)
+    logs = out / "flower-logs"
+    logs.mkdir(exist_ok=True)
+    write_run_config(logs / "run-config.toml", rc)  # to rerun on a real federation
     result: dict[str, Any] = {}
-    with LocalFederation(spec, log_dir=out / "flower-logs") as fed:
+    with LocalFederation(spec, log_dir=logs) as fed:
         worker = threading.Thread(
             target=lambda: result.update(outcome=fed.run(APP_DIR, rc, timeout=timeout)),
             daemon=True,
@@ -94,7 +110,7 @@ def deploy(
                 watch(fed)
     outcome = result.get("outcome")
     if outcome is not None:
-        (out / "flower-logs" / "run.log").write_text(outcome.output, encoding="utf-8")
+        (logs / "run.log").write_text(outcome.output, encoding="utf-8")
     if outcome is None or not outcome.ok:
         status = "no outcome" if outcome is None else f"{outcome.status} {outcome.details}"
         tail = "" if outcome is None else " | ".join(outcome.output.strip().splitlines()[-3:])

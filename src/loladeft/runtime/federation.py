@@ -375,6 +375,12 @@ def _toml_value(value: ConfigValue) -> str:
     raise FederationError(f"config value {value!r} is not a str, int, float or bool")
 
 
+def write_run_config(path: Path, run_config: Mapping[str, ConfigValue]) -> None:
+    """Write a run config as the TOML file ``flwr run --run-config FILE`` reads."""
+    lines = [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in run_config.items()]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def _node_config_arg(config: Mapping[str, ConfigValue]) -> str:
     parts = []
     for key, value in config.items():
@@ -714,8 +720,7 @@ class LocalFederation:
             runs = self.home / "run-configs"
             runs.mkdir(exist_ok=True)
             path = runs / f"{uuid.uuid4().hex}.toml"
-            lines = [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in run_config.items()]
-            path.write_text("\n".join(lines) + "\n")
+            write_run_config(path, run_config)
             cmd += ["--run-config", str(path)]
         t0 = time.monotonic()
         popen = subprocess.Popen(

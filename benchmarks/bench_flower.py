@@ -1,0 +1,121 @@
+"""Benchmark of the Flower runtimes against the in-process engine (issue 6, "Performance").
+
+Runs the same DEFT work (MiniLM, LoRA on query/value, MRPC from ``--data-dir``, ``--nodes``
+devices, ``--rounds`` rounds, fp32, no evaluation between the first and the last round) on
+
+* ``in-process``   :func:`loladeft.training.run.train`;
+* ``simulation``   :func:`loladeft.runtime.simulation.simulate` (Ray actors);
+* ``deployment``   :func:`loladeft.runtime.deployment.deploy` (SuperLink + SuperNodes on
+                   127.0.0.1), with the warm executor and, with ``--cold``, also with
+                   Flower's process per message;
+
+and prints, per runtime, the median wall time of one round (rounds 2.. ``R - 1``: round 1
+carries start-up, round ``R`` the final evaluation) and its overhead over in-process: the
+price of messages, serialisation and polling for the same computation. ``--lora-r`` sets the
+LoRA rank, hence the size of the weights message (printed). Every run's files stay in
+``--out``; the table goes to ``bench-results/flower.csv``.
+
+Run: ``.venv/bin/python benchmarks/bench_flower.py --data-dir ../shared/data/glue``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+
+def _round_times(out: Path) -> list[float]:
+    from loladeft.training.run import read_metrics
+
+    rows = read_metrics(out / "metrics.csv")
+    return [float(r["wall_s"]) for r in rows if r["round"] not in ("0",)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--task", default="mrpc")
+    ap.add_argument("--nodes", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lora-r", type=int, nargs="+", default=[8])
+    ap.add_argument("--runtimes", default="in-process,simulation,deployment")
+    ap.add_argument("--cold", action="store_true", help="also deployment without warm executor")
+    ap.add_argument("--out", default="bench-results/flower-runs")
+    args = ap.parse_args()
+
+    from loladeft.runtime.deployment import deploy
+    from loladeft.runtime.federation import FederationSpec
+    from loladeft.runtime.server import RuntimeOptions
+    from loladeft.runtime.simulation import simulate
+    from loladeft.training.config import TrainConfig
+    from loladeft.training.run import train
+
+    out_root = Path(args.out)
+    shutil.rmtree(out_root, ignore_errors=True)
+    results = []
+    runtimes = args.runtimes.split(",") + (["deployment-cold"] if args.cold else [])
+    for r in args.lora_r:
+        cfg = TrainConfig(
+            task=args.task,
+            rounds=args.rounds,
+            num_devices=args.nodes,
+            batch=args.batch,
+            lora_r=r,
+            data_dir=args.data_dir,
+            eval_every=args.rounds,
+            max_eval_samples=64,
+            precision="fp32",
+        )
+        base = None
+        for runtime in runtimes:
+            out = out_root / f"r{r}-{runtime}"
+            t0 = time.perf_counter()
+            if runtime == "in-process":
+                train(cfg, out)
+            elif runtime == "simulation":
+                simulate(cfg, out, RuntimeOptions())
+            else:
+                spec = FederationSpec(nodes=args.nodes, warm=runtime == "deployment")
+                deploy(cfg, out, RuntimeOptions(), spec)
+            total = time.perf_counter() - t0
+            times = _round_times(out)[1:-1]
+            med = statistics.median(times)
+            base = med if runtime == "in-process" else base
+            manifest = json.loads((out / "manifest.json").read_text())
+            size = manifest.get("runtime", {}).get("largest_weights_message_bytes")
+            results.append(
+                {
+                    "lora_r": r,
+                    "runtime": runtime,
+                    "round_s_median": round(med, 4),
+                    "overhead_s": "" if base is None else round(med - base, 4),
+                    "weights_message_bytes": size or "",
+                    "total_s": round(total, 1),
+                    "load_avg_1min": round(os.getloadavg()[0], 2),
+                }
+            )
+            print(results[-1], flush=True)
+    path = Path("bench-results/flower.csv")
+    path.parent.mkdir(exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(results[0]))
+        w.writeheader()
+        w.writerows(results)
+    print(f"\n{'lora_r':>6} {'runtime':>16} {'round s':>9} {'overhead s':>11} {'msg bytes':>10}")
+    for row in results:
+        print(
+            f"{row['lora_r']:>6} {row['runtime']:>16} {row['round_s_median']:>9} "
+            f"{row['overhead_s']!s:>11} {row['weights_message_bytes']!s:>10}"
+        )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
