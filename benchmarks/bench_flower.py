@@ -89,7 +89,12 @@ def main() -> None:
             med = statistics.median(times)
             base = med if runtime == "in-process" else base
             manifest = json.loads((out / "manifest.json").read_text())
-            size = manifest.get("runtime", {}).get("largest_weights_message_bytes")
+            rt = manifest.get("runtime", {})
+            size = rt.get("largest_weights_message_bytes")
+            # over all rounds: time spent in the exchanges, and within them the slowest
+            # node's own computation; the difference is transport (messages, polling)
+            exchange = rt.get("exchange_seconds", 0) / args.rounds
+            compute = rt.get("slowest_node_compute_seconds", 0) / args.rounds
             results.append(
                 {
                     "lora_r": r,
@@ -97,6 +102,8 @@ def main() -> None:
                     "round_s_median": round(med, 4),
                     "overhead_s": "" if base is None else round(med - base, 4),
                     "weights_message_bytes": size or "",
+                    "exchange_s_per_round": round(exchange, 4) if rt else "",
+                    "node_compute_s_per_round": round(compute, 4) if rt else "",
                     "total_s": round(total, 1),
                     "load_avg_1min": round(os.getloadavg()[0], 2),
                 }
@@ -108,12 +115,18 @@ def main() -> None:
         w = csv.DictWriter(fh, fieldnames=list(results[0]))
         w.writeheader()
         w.writerows(results)
-    print(f"\n{'lora_r':>6} {'runtime':>16} {'round s':>9} {'overhead s':>11} {'msg bytes':>10}")
+    cols = [
+        ("lora_r", 6),
+        ("runtime", 16),
+        ("round_s_median", 15),
+        ("overhead_s", 11),
+        ("exchange_s_per_round", 21),
+        ("node_compute_s_per_round", 25),
+        ("weights_message_bytes", 22),
+    ]
+    print("\n" + " ".join(f"{c:>{w}}" for c, w in cols))
     for row in results:
-        print(
-            f"{row['lora_r']:>6} {row['runtime']:>16} {row['round_s_median']:>9} "
-            f"{row['overhead_s']!s:>11} {row['weights_message_bytes']!s:>10}"
-        )
+        print(" ".join(f"{row[c]!s:>{w}}" for c, w in cols))
     print(f"wrote {path}")
 
 

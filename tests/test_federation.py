@@ -279,3 +279,27 @@ def test_pids_with_env_finds_marked_child(tmp_path: Path) -> None:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
     assert pids_with_env(MARKER_ENV, env[MARKER_ENV]) == []
+
+
+def test_terminated_launcher_stops_its_federation(tmp_path: Path) -> None:
+    """SIGTERM to a process inside ``with LocalFederation(...)`` still stops every process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time; from pathlib import Path\n"
+        "from loladeft.runtime.federation import FederationSpec, LocalFederation\n"
+        f"with LocalFederation(FederationSpec(nodes=1), log_dir=Path({str(tmp_path)!r})) as f:\n"
+        "    print(f.marker, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        marker = launcher.stdout.readline().strip()
+        assert marker and pids_with_env(MARKER_ENV, marker)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 128 + signal.SIGTERM
+        assert pids_with_env(MARKER_ENV, marker) == []
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()

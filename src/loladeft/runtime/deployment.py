@@ -11,8 +11,10 @@ On several machines the same app runs unchanged: see the README, "Real devices".
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,6 @@ class DeploymentError(LoladeftError, RuntimeError):
 def with_absolute_paths(cfg: Any) -> Any:
     """``cfg`` with its data folder, model folder and profile file made absolute: the
     ServerApp and the ClientApps run in other working directories."""
-    from dataclasses import replace
-
     changes = {
         name: str(Path(value).resolve())
         for name in ("data_dir", "model", "profile")
@@ -91,6 +91,10 @@ def deploy(
     """
     from loladeft.runtime.federation import LocalFederation, write_run_config
 
+    # every node computes at once: give each its share of the cores, as Ray gives each
+    # virtual node in simulation (torch's default, all cores per process, oversubscribes)
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, spec.nodes)))
+    spec = replace(spec, env={"OMP_NUM_THREADS": threads, **(spec.env or {})})
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rc = run_config(cfg, out, options, runtime="local", resume=resume)

@@ -19,6 +19,7 @@ the scenario model (Sec. VI-A) for the round, as the in-process clock does.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from loladeft.exceptions import LoladeftError
@@ -123,11 +124,15 @@ def handle_train(message: Any, context: Any) -> Any:
     stream = trainer.streams[k]
     saved = context.state.get(_STREAM)
     stream.consumed = int(saved["consumed"]) if saved is not None else 0
+    t0 = time.perf_counter()
     update = trainer.device_update(n, depth - 1, k)
+    seconds = time.perf_counter() - t0
     context.state[_STREAM] = ConfigRecord({"consumed": stream.consumed})
     names = gradient_names(trainer, depth)
     grads = dict(zip(names, [*update.block_grads, *update.head_grads], strict=True))
-    result = MetricRecord({"round": n, "depth": depth, "partition-id": k, "loss": update.loss})
+    result = MetricRecord(
+        {"round": n, "depth": depth, "partition-id": k, "loss": update.loss, "seconds": seconds}
+    )
     content = RecordDict({protocol.RESULT: result})
     protocol.put(content, protocol.GRADIENT, grads)
     return Message(content, reply_to=message)

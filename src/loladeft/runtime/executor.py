@@ -28,12 +28,10 @@ starts both), or by hand::
 from __future__ import annotations
 
 import argparse
-import os
-import time
 from typing import Any
 
-#: Seconds between two task polls while idle.
-POLL_S = float(os.environ.get("LOLADEFT_EXECUTOR_POLL_S", "0.02"))
+#: Seconds between two task polls: right after a task, and at most while idle.
+POLL_S = (0.02, 0.2)
 
 
 def _client(address: str, insecure: bool, certificates: bytes | None, *interceptors: Any) -> Any:
@@ -98,18 +96,20 @@ def serve(address: str, insecure: bool, root_certificates: str | None = None) ->
     from flwr.supercore.constant import TaskType
 
     import loladeft.runtime.app  # noqa: F401  (import torch & co. once, before any task)
-    from loladeft.runtime.polling import fast_object_pulls
+    from loladeft.runtime.polling import Backoff, fast_object_pulls
 
     fast_object_pulls()
 
     certificates = None if root_certificates is None else open(root_certificates, "rb").read()
     client = _client(address, insecure, certificates)
+    idle = Backoff(*POLL_S)
     while True:
         res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
         if res.HasField("task") and res.token:
             run_task(address, res.token, insecure, certificates)
+            idle.reset()
         else:
-            time.sleep(POLL_S)
+            idle.sleep()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,8 +66,8 @@ OFFLINE_ENV = {
 }
 #: Extra environment of the children when :attr:`FederationSpec.fast_poll` is on.
 FAST_POLL_ENV = {
-    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.05",
-    "LOLADEFT_NODE_POLL_S": "0.05",
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+    "LOLADEFT_NODE_POLL_S": "0.2",
 }
 
 ConfigValue = str | int | float | bool
@@ -411,6 +411,21 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(_ANSI.sub("", text).splitlines()[-lines:])
 
 
+def _exit_on_sigterm() -> Any:
+    """Turn SIGTERM into ``SystemExit`` (so ``with LocalFederation(...)`` still stops every
+    process when its launcher is terminated); return the previous handler, or ``None`` off
+    the main thread, where handlers cannot be set."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def _kill_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -457,6 +472,7 @@ class LocalFederation:
         self._home_arg = home
         self._log_dir_arg = log_dir
         self.keep = keep
+        self._previous_sigterm: Any = None
         self.startup_timeout = startup_timeout
         self.grace = grace
         self.marker = uuid.uuid4().hex
@@ -506,15 +522,21 @@ class LocalFederation:
 
     # ------------------------------------------------------------ context manager
     def __enter__(self) -> LocalFederation:
+        self._previous_sigterm = _exit_on_sigterm()
         try:
             self.start()
         except BaseException:
-            self.stop()
+            self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+                self._previous_sigterm = None
 
     def start(self) -> None:
         """Start the SuperLink, register node keys (``auth``), start and await nodes."""

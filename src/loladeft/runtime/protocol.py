@@ -12,7 +12,7 @@ Two exchanges per round (Algorithm 1):
            ``config``}: the block and, through the run settings, ``M``. The node answers
            ``gradient`` (the block's and the head's gradient, averaged over the ``M`` local
            iterations) and ``MetricRecord "result"`` {``round``, ``depth``,
-           ``partition-id``, ``loss``}.
+           ``partition-id``, ``loss``, ``seconds``} (``seconds``: its compute time).
 
 Tensors travel packed (:func:`pack`): one ``ArrayRecord`` holding a single flat array, and a
 ``ConfigRecord`` ``<name>-layout`` with the tensors' names and shapes. Flower stores and
@@ -87,7 +87,7 @@ def unpack(arrays: Any, layout: Any) -> dict[str, np.ndarray]:
         The layout does not describe the flat array.
     """
     try:
-        flat = arrays["flat"].numpy()
+        flat = np.array(arrays["flat"].numpy())  # owned and writable (torch.from_numpy)
         names = [str(n) for n in layout["names"]]
         shapes = [tuple(int(d) for d in shape) for shape in json.loads(str(layout["shapes"]))]
     except (KeyError, TypeError, ValueError) as exc:

@@ -129,8 +129,9 @@ class Transport:
         ids = [i for i in ids if i]
         return list(self.grid.pull_messages(ids)) if ids else []
 
-    def gather(self, messages: list[Any], timeout: float) -> dict[str, Any]:
-        """Send ``messages`` and wait up to ``timeout`` s for their replies, by message id."""
+    def gather(self, messages: list[Any], timeout: float) -> list[Any]:
+        """Send ``messages`` and wait up to ``timeout`` s for their replies (in message
+        order; ``None`` where none came)."""
         ids = self.push(messages)
         waiting = {i for i in ids if i}
         replies: dict[str, Any] = {}
@@ -141,7 +142,7 @@ class Transport:
                 waiting.discard(reply.metadata.reply_to_message_id)
             if waiting:
                 time.sleep(self.poll_interval)
-        return {i: replies.get(i) for i in ids}
+        return [replies.get(i) if i else None for i in ids]
 
 
 @dataclass
@@ -188,7 +189,9 @@ class FlowerTrainer(Trainer):
             "reassigned": 0,
             "skipped_blocks": 0,
         }
-        self.comm_seconds = 0.0
+        self.comm_seconds = 0.0  # wall time of the exchanges with the nodes
+        self.node_seconds = 0.0  # sum over rounds of the slowest node's compute time
+        self._round_node_seconds = 0.0
         self.max_message_bytes = 0
 
     def setup(self, *, dev: bool = True) -> FlowerTrainer:
@@ -217,45 +220,40 @@ class FlowerTrainer(Trainer):
     def _warm_up(self) -> None:
         """Have every node load the model and its data before round 1 (a ``query`` with
         ``warm``), so that no node misses the first round's deadline while starting."""
-        from flwr.app import ConfigRecord, Message, RecordDict
-
-        deft = ConfigRecord({"round": 0, "config": self.config_json, "warm": True})
-        node_ids = list(self.transport.grid.get_node_ids())
-        messages = [
-            Message(RecordDict({protocol.DEFT: deft}), dst_node_id=i, message_type=protocol.QUERY)
-            for i in node_ids
-        ]
-        replies = self.transport.gather(messages, self.options.node_wait)
-        for node_id, reply in zip(node_ids, replies.values(), strict=True):
+        for node_id, reply in self._query(0, self.options.node_wait, warm=True):
             if reply is None or reply.has_error():
                 why = "no reply" if reply is None else reply.error.reason
                 self.log(f"warm-up: node {node_id} is not ready ({why})")
 
-    # -- Algorithm 1, the two steps that go over the network ----------------------------
-    def device_states(self, n: int) -> Any:
-        """Query every node; silent nodes get no memory (they cannot be scheduled)."""
+    def _query(self, n: int, timeout: float, warm: bool = False) -> list[tuple[int, Any]]:
+        """Ask every connected node for its state in round ``n``: ``(node id, reply)``."""
         from flwr.app import ConfigRecord, Message, RecordDict
 
-        assert self.clock is not None
-        t0 = time.perf_counter()
+        deft = ConfigRecord({"round": n, "config": self.config_json, "warm": warm})
         node_ids = list(self.transport.grid.get_node_ids())
-        deft = ConfigRecord({"round": n, "config": self.config_json})
         messages = [
             Message(
                 RecordDict({protocol.DEFT: deft}),
                 dst_node_id=i,
                 message_type=protocol.QUERY,
-                ttl=self.options.query_timeout + 60,
+                ttl=timeout + 60,
                 group_id=str(n),
             )
             for i in node_ids
         ]
-        replies = self.transport.gather(messages, self.options.query_timeout)
+        return list(zip(node_ids, self.transport.gather(messages, timeout), strict=True))
+
+    # -- Algorithm 1, the two steps that go over the network ----------------------------
+    def device_states(self, n: int) -> Any:
+        """Query every node; silent nodes get no memory (they cannot be scheduled)."""
+        assert self.clock is not None
+        t0 = time.perf_counter()
+        replies = self._query(n, self.options.query_timeout)
         K = self.cfg.num_devices
         f = np.ones(K)
         memory = np.zeros(K)
         self.nodes = {}
-        for node_id, reply in zip(node_ids, replies.values(), strict=True):
+        for node_id, reply in replies:
             if reply is None or reply.has_error():
                 why = "no reply" if reply is None else reply.error.reason
                 self.log(f"round {n}: node {node_id} did not report its state ({why})")
@@ -293,6 +291,7 @@ class FlowerTrainer(Trainer):
         finish: list[float] = [math.nan] * len(assignment)
         jobs: dict[str, _Job] = {}
         faults = False
+        self._round_node_seconds = 0.0
 
         def dispatch(depth_index: int, k: int, start: float, share: float) -> None:
             if k not in self.nodes:
@@ -350,6 +349,7 @@ class FlowerTrainer(Trainer):
             if jobs:
                 time.sleep(opts.poll_interval)
         self.comm_seconds += time.perf_counter() - t0
+        self.node_seconds += self._round_node_seconds
         done = [t for t in finish if not math.isnan(t)]
         latency = float(allocation.latency) if not faults else (max(done) if done else deadline)
         return RoundWork(updates, latency)
@@ -383,6 +383,8 @@ class FlowerTrainer(Trainer):
             loss = float(result["loss"])
         except (KeyError, TypeError, ValueError) as exc:
             raise protocol.InvalidReply(f"malformed reply ({exc})") from None
+        if not math.isfinite(loss):
+            raise protocol.InvalidReply(f"loss: {loss} is not finite")
         want = (n, job.depth_index + 1, job.device)
         if got != want:
             raise protocol.InvalidReply(f"(round, depth, device) = {got}, expected {want}")
@@ -390,6 +392,7 @@ class FlowerTrainer(Trainer):
         protocol.check_gradient(arrays, expected, self.options.max_grad_norm)
         tensors = [torch.from_numpy(arrays[name]) for name in expected]
         nb = len(self.blocks[job.depth_index])
+        self._round_node_seconds = max(self._round_node_seconds, float(result.get("seconds", 0)))
         return DeviceUpdate(tensors[:nb], tensors[nb:], loss)
 
     def _replacement(
@@ -442,7 +445,8 @@ def run_server(
                 "faults": dict(trainer.faults),
                 "messages": trainer.transport.messages,
                 "largest_weights_message_bytes": trainer.max_message_bytes,
-                "network_seconds": round(trainer.comm_seconds, 3),
+                "exchange_seconds": round(trainer.comm_seconds, 3),
+                "slowest_node_compute_seconds": round(trainer.node_seconds, 3),
             },
         }
 

@@ -12,9 +12,9 @@ federation this floor, not the computation, dominates every round.
 What it patches
 ---------------
 Two waits, in this process only (:mod:`loladeft.runtime.polling` has the table of every
-wait on the message path): the SuperNode main loop's sleeps are capped at ``POLL`` seconds
-(environment variable ``LOLADEFT_NODE_POLL_S``, default ``0.05``), and Flower's retry of an
-object that is not stored yet starts at 20 ms instead of 1 s. No protocol behaviour
+wait on the message path): the SuperNode main loop polls 20 ms after activity, backing off
+to ``LOLADEFT_NODE_POLL_S`` (default 0.2 s) while idle, instead of every 3 s; and Flower's
+retry of an object that is not stored yet starts at 20 ms instead of 1 s. No protocol behaviour
 changes: the node just asks the SuperLink more often. The SuperExec the SuperNode spawns
 (``flower-superexec``, a separate process) polls for ClientApp tasks every
 ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` seconds (default 1 s); set that variable too
@@ -40,12 +40,12 @@ import sys
 
 #: Environment variable holding the longest idle sleep of the SuperNode, in seconds.
 POLL_ENV = "LOLADEFT_NODE_POLL_S"
-#: Default longest idle sleep, in seconds.
-DEFAULT_POLL_S = 0.05
+#: Default longest idle sleep, in seconds (the shortest is 20 ms, right after activity).
+DEFAULT_POLL_S = 0.2
 
 
 def poll_seconds() -> float:
-    """Return the idle polling period from ``LOLADEFT_NODE_POLL_S`` (default 0.05 s).
+    """Return the longest idle polling period from ``LOLADEFT_NODE_POLL_S`` (default 0.2 s).
 
     Raises
     ------
@@ -63,7 +63,8 @@ def poll_seconds() -> float:
 
 
 def patch(poll: float | None = None) -> None:
-    """Cap the sleeps of the SuperNode main loop at ``poll`` seconds.
+    """Shorten the sleeps of the SuperNode main loop: 20 ms after activity, at most ``poll``
+    seconds while idle; and the object-pull retries.
 
     Parameters
     ----------
@@ -72,7 +73,8 @@ def patch(poll: float | None = None) -> None:
     """
     from loladeft.runtime.polling import cap_supernode_sleeps, fast_object_pulls
 
-    cap_supernode_sleeps(poll_seconds() if poll is None else poll)
+    high = poll_seconds() if poll is None else poll
+    cap_supernode_sleeps(min(0.02, high), high)
     fast_object_pulls()
 
 
