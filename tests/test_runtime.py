@@ -273,3 +273,27 @@ def test_app_config_defaults_are_the_runtime_defaults():
         "serverapp": "loladeft.runtime.app:server_app",
         "clientapp": "loladeft.runtime.app:client_app",
     }
+
+
+def test_device_state_from_node_config_or_the_scenario(tiny):
+    from loladeft.runtime.device import NodeConfigError, device_state
+
+    cfg = _cfg(tiny)
+    trainer = Trainer(cfg).setup()
+    drawn = trainer.clock.rounds(4)
+    for k in range(K):
+        node = {"partition-id": k, "num-partitions": K}
+        assert device_state(cfg, node, 4) == (
+            drawn.compute_factor[0, k],
+            drawn.device_memory[0, k],
+        )
+    real = {"partition-id": 1, "num-partitions": K, "compute-factor": 0.7, "memory-gb": 3.5}
+    assert device_state(cfg, real, 4) == (0.7, 3.5e9)
+    for bad, words in [
+        ({"compute-factor": 0.7}, "compute-factor given without its pair"),
+        ({"compute-factor": 0.0, "memory-gb": 1}, "compute-factor > 0"),
+        ({"compute-factor": "x", "memory-gb": 1}, "must be numbers"),
+        ({"num-partitions": K + 1}, "does not fit the run's K = 5"),
+    ]:
+        with pytest.raises(NodeConfigError, match=words):
+            device_state(cfg, {"partition-id": 0, "num-partitions": K, **bad}, 4)

@@ -19,6 +19,7 @@ the scenario model (Sec. VI-A) for the round, as the in-process clock does.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -56,9 +57,20 @@ def partition(node_config: Any, cfg: Any) -> int:
 def device_state(cfg: Any, node_config: Any, round_index: int) -> tuple[float, float]:
     """``(compute factor, available memory in bytes)`` of this node in a round."""
     k = partition(node_config, cfg)
-    if "compute-factor" in node_config and "memory-gb" in node_config:
-        return float(node_config["compute-factor"]), float(node_config["memory-gb"]) * _GB
-    return _state_clock(cfg).device_state(round_index, k)
+    given = [key for key in ("compute-factor", "memory-gb") if key in node_config]
+    if not given:
+        return _state_clock(cfg).device_state(round_index, k)
+    if len(given) == 1:
+        raise NodeConfigError(f"node-config: {given[0]} given without its pair; give both")
+    try:
+        f, gb = float(node_config["compute-factor"]), float(node_config["memory-gb"])
+    except (TypeError, ValueError):
+        raise NodeConfigError("node-config: compute-factor and memory-gb must be numbers") from None
+    if not (math.isfinite(f) and f > 0 and math.isfinite(gb) and gb >= 0):
+        raise NodeConfigError(
+            f"node-config: need compute-factor > 0 and memory-gb >= 0, got {f} and {gb}"
+        )
+    return f, gb * _GB
 
 
 def _state_clock(cfg: Any) -> Any:
@@ -66,9 +78,9 @@ def _state_clock(cfg: Any) -> Any:
     from loladeft.profiling.profile import load_profile
     from loladeft.system.scenario import BlockCosts, Scenario
     from loladeft.training.clock import Clock
-    from loladeft.training.engine import _default_profile
+    from loladeft.training.engine import default_profile
 
-    profile = load_profile(cfg.profile or _default_profile(cfg.model))
+    profile = load_profile(cfg.profile or default_profile(cfg.model))
     scenario = Scenario(
         BlockCosts.from_profile(profile),
         num_devices=cfg.num_devices,

@@ -268,7 +268,7 @@ class Trainer:
         # the profile and K >= L are checked before the (slow) model load where possible
         profile = None
         if not cfg.centralized:
-            profile = load_profile(cfg.profile or _default_profile(cfg.model))
+            profile = load_profile(cfg.profile or default_profile(cfg.model))
             if cfg.num_devices < profile.num_blocks:
                 raise InvalidScenarioError(
                     "num_devices",
@@ -553,7 +553,7 @@ def _seed(*parts: int) -> int:
     )
 
 
-def _default_profile(model: str) -> str:
+def default_profile(model: str) -> str:
     """Builtin profile of a model name, or an error asking for ``--profile``."""
     from loladeft.profiling.profiler import MINILM_NAMES
     from loladeft.training.clock import ClockError
