@@ -297,3 +297,31 @@ def test_device_state_from_node_config_or_the_scenario(tiny):
     ]:
         with pytest.raises(NodeConfigError, match=words):
             device_state(cfg, {"partition-id": 0, "num-partitions": K, **bad}, 4)
+
+
+@pytest.mark.parametrize("command", ["simulate", "local"])
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--nodes", "2"], "nodes: 2 "),
+        (["--straggler-prob", "1"], "straggler-prob: must be < 1"),
+        (["--round-timeout", "-1"], "round-timeout: must be finite and >= 0"),
+        (["--data-dir", "/nonexistent/glue"], "data-dir"),
+        (["--task", "glue9"], "task"),
+        (["--scheme", "fastest"], "scheme"),
+    ],
+)
+def test_flower_commands_refuse_bad_input_in_one_line(tiny, tmp_path, command, extra, words):
+    """Found before any process starts: exit 2, one line, nothing written."""
+    from typer.testing import CliRunner
+
+    from loladeft.cli.app import app
+
+    argv = ["flower", command, "--task", "sst2", "--nodes", str(K)]
+    argv += ["--data-dir", tiny["data_dir"], "--model", tiny["model"]]
+    argv += ["--profile", tiny["profile"], "--out", str(tmp_path / "out"), *extra]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("loladeft: ") and words in lines[0], lines
+    assert not (tmp_path / "out").exists()
