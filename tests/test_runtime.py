@@ -325,3 +325,22 @@ def test_flower_commands_refuse_bad_input_in_one_line(tiny, tmp_path, command, e
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("loladeft: ") and words in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+def test_resumed_flower_run_continues_every_devices_stream(tiny, tmp_path):
+    """The nodes keep nothing: after a restart (fresh nodes, server from its checkpoint) a
+    run continues exactly as if it had not stopped."""
+    cfg = _cfg(tiny, rounds=4)
+    straight, _ = _flower(cfg, FakeGrid(K))
+    for _ in range(4):
+        straight.step()
+    first, _ = _flower(cfg, FakeGrid(K))
+    first.step()
+    first.step()
+    first.save(tmp_path / "ckpt.pt")
+    resumed, _ = _flower(cfg, FakeGrid(K))  # new nodes: no state from the first run
+    resumed.load(tmp_path / "ckpt.pt")
+    resumed.step()
+    resumed.step()
+    assert _same(straight.weights(), resumed.weights())
+    assert [s.consumed for s in resumed.streams] == [s.consumed for s in straight.streams]

@@ -9,8 +9,10 @@ and an in-process run of the same settings compute the same gradients.
 *State between messages.* A deployment SuperNode starts a fresh ClientApp process for every
 message, and the simulation runtime reuses one Ray actor for many virtual nodes, so nothing
 node-specific may live in memory. The node's only state, the position of its minibatch
-stream, travels in Flower's ``Context.state`` (kept by the SuperNode for the run); the model
-cache below is keyed by the run settings only and is overwritten from every message.
+stream, comes with every ``train`` message: the server counts the batches each device has
+used (``M`` per accepted update), keeps the counts in its checkpoint, and a resumed run
+continues every stream where it stopped. The model cache below is keyed by the run settings
+only and is overwritten from every message.
 
 *Device state.* ``compute-factor`` and ``memory-gb`` in the node config (``flower-supernode
 --node-config``) report a real device's state; without them the node draws its own row of
@@ -26,8 +28,6 @@ from typing import Any
 from loladeft.exceptions import LoladeftError
 from loladeft.runtime import protocol
 
-#: ``Context.state`` record holding the node's stream position.
-_STREAM = "loladeft-stream"
 #: One set-up engine per run settings (a process may serve many virtual nodes).
 _ENGINES: dict[str, Any] = {}
 _GB = 1e9
@@ -122,7 +122,7 @@ def handle_query(message: Any, context: Any) -> Any:
 def handle_train(message: Any, context: Any) -> Any:
     """Reply to a ``train``: the scheduled block's (and the head's) gradient."""
     import torch
-    from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+    from flwr.app import Message, MetricRecord, RecordDict
 
     deft = message.content[protocol.DEFT]
     cfg = protocol.decode_config(deft["config"])
@@ -133,13 +133,10 @@ def handle_train(message: Any, context: Any) -> Any:
         raise NodeConfigError(f"depth: {depth} is not a block of this model")
     weights = protocol.get(message.content, protocol.WEIGHTS)
     trainer.set_weights({name: torch.from_numpy(a) for name, a in weights.items()})
-    stream = trainer.streams[k]
-    saved = context.state.get(_STREAM)
-    stream.consumed = int(saved["consumed"]) if saved is not None else 0
+    trainer.streams[k].consumed = int(deft["stream-position"])
     t0 = time.perf_counter()
     update = trainer.device_update(n, depth - 1, k)
     seconds = time.perf_counter() - t0
-    context.state[_STREAM] = ConfigRecord({"consumed": stream.consumed})
     names = gradient_names(trainer, depth)
     grads = dict(zip(names, [*update.block_grads, *update.head_grads], strict=True))
     result = MetricRecord(

@@ -9,7 +9,8 @@ Two exchanges per round (Algorithm 1):
            node loads the model and its data then, not inside round 1's deadline.
 ``train``  server -> each scheduled node: ``weights`` (every LoRA and head parameter, the
            latest model ``phi^(n-1)``) and ``ConfigRecord "deft"`` {``round``, ``depth``,
-           ``config``}: the block and, through the run settings, ``M``. The node answers
+           ``config``, ``stream-position``}: the block, through the run settings ``M``, and
+           how many minibatches of its shard the device has used so far. The node answers
            ``gradient`` (the block's and the head's gradient, averaged over the ``M`` local
            iterations) and ``MetricRecord "result"`` {``round``, ``depth``,
            ``partition-id``, ``loss``, ``seconds``} (``seconds``: its compute time).

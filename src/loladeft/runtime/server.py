@@ -358,7 +358,14 @@ class FlowerTrainer(Trainer):
     def _train_message(self, n: int, depth_index: int, k: int, weights: Any) -> Any:
         from flwr.app import ConfigRecord, Message, RecordDict
 
-        deft = ConfigRecord({"round": n, "depth": depth_index + 1, "config": self.config_json})
+        deft = ConfigRecord(
+            {
+                "round": n,
+                "depth": depth_index + 1,
+                "config": self.config_json,
+                "stream-position": self.streams[k].consumed,
+            }
+        )
         content = RecordDict({**weights, protocol.DEFT: deft})
         return Message(
             content,
@@ -391,6 +398,7 @@ class FlowerTrainer(Trainer):
         expected = self.expected[job.depth_index]
         protocol.check_gradient(arrays, expected, self.options.max_grad_norm)
         tensors = [torch.from_numpy(arrays[name]) for name in expected]
+        self.streams[job.device].consumed += self.cfg.local_iterations  # its M batches
         nb = len(self.blocks[job.depth_index])
         self._round_node_seconds = max(self._round_node_seconds, float(result.get("seconds", 0)))
         return DeviceUpdate(tensors[:nb], tensors[nb:], loss)
