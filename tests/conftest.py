@@ -200,3 +200,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if name in metafunc.fixturenames:
             cases = [c for c in CASES if keep(c)]
             metafunc.parametrize(name, cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The tiny model, its data and profile (:mod:`tiny`), written once per session."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tiny import make_tiny
+
+    torch.set_num_threads(1)
+    return make_tiny(tmp_path_factory.mktemp("tiny"))

@@ -23,34 +23,17 @@ pytest.importorskip("ray")
 
 from loladeft.training.config import TrainConfig  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
-from tiny import make_tiny  # noqa: E402
+from tiny import tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
 K = 3  # = L of the tiny model
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return make_tiny(tmp_path_factory.mktemp("tiny"))
-
-
 def _cfg(tiny: dict[str, str], **kw: object) -> TrainConfig:
-    base = dict(
-        task="sst2",
-        scheme="jbba",
-        rounds=2,
-        num_devices=K,
-        batch=8,
-        lr=2e-2,
-        warmup_ratio=0.0,
-        lora_dropout=0.1,
-        eval_every=1,
-        precision="fp32",
-        **tiny,
+    return tiny_config(
+        tiny, **{"rounds": 2, "num_devices": K, "lora_dropout": 0.1, "eval_every": 1, **kw}
     )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +107,14 @@ def test_deployment_runtime_reproduces_the_in_process_engine(tiny, reference, tm
 
 
 def test_killed_supernode_block_is_reassigned_and_run_finishes(tiny, tmp_path):
-    """Node ``victim`` is killed right after it reported its state in round 2, so it is
-    scheduled and never answers: the server reassigns its block to the spare device."""
+    """Node ``victim`` is frozen the moment it has reported its state in round 2 (SIGSTOP
+    to its process group, from a thread tailing its log), then killed: it is scheduled and
+    never answers, so the server reassigns its block to the spare device."""
+    import os
+    import signal
+    import threading
+    import time
+
     from loladeft.runtime.federation import FederationSpec
     from loladeft.training.engine import Trainer
 
@@ -133,16 +122,26 @@ def test_killed_supernode_block_is_reassigned_and_run_finishes(tiny, tmp_path):
     local = Trainer(cfg).setup()
     plan = local.clock.schedule(2, cfg.scheme, local.device_states(2))
     victim = int(plan.assignment[0])
-    state = {"killed": False}
+    state: dict = {"killed": False}
 
-    def watch(fed):
-        if state["killed"]:
-            return
-        text = fed.node_log(victim).read_text(errors="replace")
-        if "ROUND 2]" in text and "Sending: query" in text.split("ROUND 2]", 1)[1]:
-            fed.kill_node(victim)
-            state["killed"] = True
+    def hunt(fed) -> None:
+        log = fed.node_log(victim)
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline:
+            text = log.read_text(errors="replace").split("ROUND 2]", 1)
+            after = text[1].split("Sending: query", 1) if len(text) == 2 else []
+            if len(after) == 2 and "Sent successfully" in after[1]:
+                os.killpg(fed.node_pids[victim], signal.SIGSTOP)  # cannot answer any more
+                fed.kill_node(victim)
+                state["killed"] = True
+                return
+            time.sleep(0.002)
+
+    def watch(fed) -> None:
+        if "hunter" not in state:
             state["marker"] = fed.marker
+            state["hunter"] = threading.Thread(target=hunt, args=(fed,), daemon=True)
+            state["hunter"].start()
 
     _deploy(
         cfg,

@@ -30,35 +30,17 @@ from loladeft.runtime import protocol  # noqa: E402
 from loladeft.runtime.server import FlowerTrainer, RuntimeOptionError, RuntimeOptions  # noqa: E402
 from loladeft.training.config import TrainConfig  # noqa: E402
 from loladeft.training.engine import Trainer  # noqa: E402
-from tiny import make_tiny  # noqa: E402
+from tiny import tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
 K = 5
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    torch.set_num_threads(1)
-    return make_tiny(tmp_path_factory.mktemp("tiny"))
-
-
 def _cfg(tiny: dict[str, str], **kw: object) -> TrainConfig:
-    base = dict(
-        task="sst2",
-        scheme="jbba",
-        rounds=3,
-        num_devices=K,
-        batch=8,
-        lr=2e-2,
-        warmup_ratio=0.0,
-        lora_dropout=0.1,
-        eval_every=1,
-        precision="fp32",
-        **tiny,
+    return tiny_config(
+        tiny, **{"rounds": 3, "num_devices": K, "lora_dropout": 0.1, "eval_every": 1, **kw}
     )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
 
 
 def _flower(cfg: TrainConfig, grid: FakeGrid, **options: float) -> tuple[FlowerTrainer, list]:

@@ -27,33 +27,12 @@ from loladeft.training.config import TrainConfig  # noqa: E402
 from loladeft.training.engine import Trainer, device_gradient, full_gradient  # noqa: E402
 from loladeft.training.metrics import task_metrics  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
-from tiny import NUM_LAYERS, make_tiny  # noqa: E402
+from tiny import NUM_LAYERS, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    torch.set_num_threads(1)
-    return make_tiny(tmp_path_factory.mktemp("tiny"))
-
-
-def _cfg(tiny: dict[str, str], **kw: object) -> TrainConfig:
-    base = dict(
-        task="sst2",
-        scheme="jbba",
-        rounds=4,
-        num_devices=5,
-        batch=8,
-        lr=2e-2,
-        warmup_ratio=0.0,
-        lora_dropout=0.0,
-        eval_every=2,
-        precision="fp32",
-        **tiny,
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+_cfg = tiny_config
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 WORDS = "good great fine nice bad awful poor sad the a movie film plot actor very quite".split()
 NUM_LAYERS = 3
@@ -76,3 +77,24 @@ def make_tiny(root: Path) -> dict[str, str]:
         "data_dir": str(root / "glue"),
         "profile": str(root / "profile.json"),
     }
+
+
+def tiny_config(tiny: dict[str, str], **kw: Any) -> Any:
+    """Settings of a short run on the tiny model: fp32, no warm-up, no dropout, K = 5."""
+    from loladeft.training.config import TrainConfig
+
+    base: dict[str, Any] = dict(
+        task="sst2",
+        scheme="jbba",
+        rounds=4,
+        num_devices=5,
+        batch=8,
+        lr=2e-2,
+        warmup_ratio=0.0,
+        lora_dropout=0.0,
+        eval_every=2,
+        precision="fp32",
+        **tiny,
+    )
+    base.update(kw)
+    return TrainConfig(**base)

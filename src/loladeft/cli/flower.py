@@ -57,17 +57,21 @@ MaxGradNorm = Annotated[
 ]
 
 
-def _config(**kw: Any) -> Any:
+_RUNTIME_OPTIONS = ("round_timeout", "straggler_prob", "deadline_factor", "max_grad_norm")
+#: Options of ``local`` that say how to launch, not what to run.
+_LAUNCH = ("out", "resume", "tls", "auth", "warm", "timeout")
+
+
+def _settings(nodes: int, data_dir: Path | None, **kw: Any) -> tuple[Any, Any]:
+    """The run's TrainConfig and RuntimeOptions from a command's options, checked, and the
+    data, model and profile found, before anything starts."""
+    from loladeft.runtime.server import RuntimeOptions
     from loladeft.training.config import TrainConfig
 
-    data_dir = kw.pop("data_dir")
-    return TrainConfig(data_dir=None if data_dir is None else str(data_dir), **kw)
-
-
-def _options(**kw: Any) -> Any:
-    from loladeft.runtime.server import RuntimeOptions
-
-    return RuntimeOptions(**kw)
+    options = RuntimeOptions(**{k: kw.pop(k) for k in _RUNTIME_OPTIONS})
+    cfg = TrainConfig(num_devices=nodes, data_dir=None if data_dir is None else str(data_dir), **kw)
+    _check_ready(cfg)
+    return cfg, options
 
 
 @app.command("simulate")
@@ -96,33 +100,13 @@ def simulate(
     ] = 1.0,
 ) -> None:
     """DEFT on K virtual Flower nodes (simulation runtime); writes loladeft train's files."""
+    settings = {k: v for k, v in locals().items() if k not in ("out", "resume", "cpus_per_node")}
     from loladeft.cli.train import run_with_progress
 
+    if not cpus_per_node > 0:
+        fail(f"cpus-per-node: must be > 0, got {cpus_per_node}")
     try:
-        cfg = _config(
-            task=task,
-            scheme=scheme,
-            rounds=rounds,
-            num_devices=nodes,
-            batch=batch,
-            local_iterations=local_iterations,
-            lr=lr,
-            model=model,
-            profile=profile,
-            data_dir=data_dir,
-            eval_every=eval_every,
-            seed=seed,
-            precision=precision,
-        )
-        options = _options(
-            round_timeout=round_timeout,
-            straggler_prob=straggler_prob,
-            deadline_factor=deadline_factor,
-            max_grad_norm=max_grad_norm,
-        )
-        if not cpus_per_node > 0:
-            fail(f"cpus-per-node: must be > 0, got {cpus_per_node}")
-        _check_ready(cfg)
+        cfg, options = _settings(**settings)
     except LoladeftError as exc:
         fail(_flag_names(str(exc)))
 
@@ -182,35 +166,15 @@ def local(
 ) -> None:
     """A whole Flower federation on 127.0.0.1 (SuperLink + N SuperNodes) running DEFT; writes
     loladeft train's files plus flower-logs/, and stops every process it started."""
+    settings = {k: v for k, v in locals().items() if k not in _LAUNCH}
     from rich.console import Console
 
     from loladeft.training.run import check_out_dir
 
     console = Console(stderr=True)
     try:
-        cfg = _config(
-            task=task,
-            scheme=scheme,
-            rounds=rounds,
-            num_devices=nodes,
-            batch=batch,
-            local_iterations=local_iterations,
-            lr=lr,
-            model=model,
-            profile=profile,
-            data_dir=data_dir,
-            eval_every=eval_every,
-            seed=seed,
-            precision=precision,
-        )
-        options = _options(
-            round_timeout=round_timeout,
-            straggler_prob=straggler_prob,
-            deadline_factor=deadline_factor,
-            max_grad_norm=max_grad_norm,
-        )
+        cfg, options = _settings(**settings)
         check_out_dir(out, resume)
-        _check_ready(cfg)
         outcome = run_local(
             cfg,
             out.resolve(),
