@@ -15,6 +15,9 @@ price of messages, serialisation and polling for the same computation. ``--lora-
 LoRA rank, hence the size of the weights message (printed). Every run's files stay in
 ``--out``; the table goes to ``bench-results/flower.csv``.
 
+``--idle-cpu`` instead measures the CPU an idle warm federation of ``--nodes`` spends
+polling.
+
 Run: ``.venv/bin/python benchmarks/bench_flower.py --data-dir ../shared/data/glue``
 """
 
@@ -37,6 +40,32 @@ def _round_times(out: Path) -> list[float]:
     return [float(r["wall_s"]) for r in rows if r["round"] not in ("0",)]
 
 
+def idle_cpu(nodes: int, seconds: float = 10.0) -> float:
+    """CPU cores an idle warm local federation of ``nodes`` SuperNodes uses (polling)."""
+    from loladeft.runtime.federation import (
+        MARKER_ENV,
+        FederationSpec,
+        LocalFederation,
+        pids_with_env,
+    )
+
+    def cpu_seconds(marker: str) -> float:
+        total = 0
+        for pid in pids_with_env(MARKER_ENV, marker):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total / os.sysconf("SC_CLK_TCK")
+
+    with LocalFederation(FederationSpec(nodes=nodes, warm=True)) as fed:
+        time.sleep(8)  # executors import torch & co.
+        c0, t0 = cpu_seconds(fed.marker), time.monotonic()
+        time.sleep(seconds)
+        return (cpu_seconds(fed.marker) - c0) / (time.monotonic() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", required=True)
@@ -48,7 +77,12 @@ def main() -> None:
     ap.add_argument("--runtimes", default="in-process,simulation,deployment")
     ap.add_argument("--cold", action="store_true", help="also deployment without warm executor")
     ap.add_argument("--out", default="bench-results/flower-runs")
+    ap.add_argument("--idle-cpu", action="store_true", help="only measure idle polling CPU")
     args = ap.parse_args()
+    if args.idle_cpu:
+        cores = idle_cpu(args.nodes)
+        print(f"idle warm federation of {args.nodes} nodes: {cores:.2f} CPU cores")
+        return
 
     from loladeft.runtime.deployment import deploy
     from loladeft.runtime.federation import FederationSpec
