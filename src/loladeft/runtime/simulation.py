@@ -54,8 +54,10 @@ def simulate(
     FlowerTrainer
         The finished server-side trainer.
     """
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from loladeft.runtime.federation import OFFLINE_ENV
+
+    for key, value in {**OFFLINE_ENV, "RAY_USAGE_STATS_ENABLED": "0"}.items():
+        os.environ.setdefault(key, value)  # offline by default, unless the user says otherwise
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
