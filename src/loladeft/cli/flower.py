@@ -130,7 +130,9 @@ def simulate(
 @app.command("local")
 def local(
     task: Task,
-    nodes: Annotated[int, typer.Option(help="N SuperNodes (devices) to start.")] = 4,
+    nodes: Annotated[
+        int, typer.Option(help="N SuperNodes (devices) to start; at least the model's L blocks.")
+    ] = 8,
     scheme: Scheme = "jbba",
     rounds: Rounds = 10,
     data_dir: DataDir = None,
@@ -213,7 +215,7 @@ def _check_ready(cfg: Any) -> None:
     profile = load_profile(cfg.profile or default_profile(cfg.model))
     if cfg.num_devices < profile.num_blocks:
         raise LoladeftError(
-            f"nodes: {cfg.num_devices} SuperNodes are fewer than the L = {profile.num_blocks} "
+            f"nodes: {cfg.num_devices} devices are fewer than the L = {profile.num_blocks} "
             "blocks of the model"
         )
 
