@@ -2,7 +2,7 @@
 
 1. simulation runtime (Ray): two rounds give the in-process engine's metrics and weights;
 2. deployment runtime (SuperLink + SuperNodes): two rounds write ``loladeft train``'s files
-   with the in-process metrics;
+   with the in-process metrics and weights;
 3. a SuperNode killed mid-run: its block is reassigned, the run finishes;
 4. TLS + SuperNode authentication: the run works, an unregistered node is refused.
 Every process started is stopped, also when a test fails (``LocalFederation`` exits).
@@ -79,31 +79,35 @@ def _deploy(cfg, out, spec, watch=None, **options):
     return deploy(cfg, out, RuntimeOptions(**options), spec, timeout=240, watch=watch)
 
 
-def _assert_cleaned(fed_home_marker: list) -> None:
+def _assert_cleaned(marker: str) -> None:
     from loladeft.runtime.federation import MARKER_ENV, pids_with_env
 
-    for marker in fed_home_marker:
-        assert pids_with_env(MARKER_ENV, marker) == []
+    assert pids_with_env(MARKER_ENV, marker) == []
 
 
 def test_deployment_runtime_reproduces_the_in_process_engine(tiny, reference, tmp_path):
     from loladeft.runtime.federation import FederationSpec
 
-    markers: list[str] = []
+    seen: dict[str, str] = {}
     outcome = _deploy(
         _cfg(tiny),
         tmp_path / "dep",
         FederationSpec(nodes=K, warm=True),
-        watch=lambda fed: markers.append(fed.marker),
+        watch=lambda fed: seen.setdefault("marker", fed.marker),
     )
     assert outcome.ok
-    _assert_same_rows(read_metrics(tmp_path / "dep" / "metrics.csv"), reference[0])
+    ref_rows, ref_weights = reference
+    _assert_same_rows(read_metrics(tmp_path / "dep" / "metrics.csv"), ref_rows)
+    weights = torch.load(tmp_path / "dep" / "checkpoint.pt", weights_only=False)["weights"]
+    assert weights.keys() == ref_weights.keys()
+    for name, w in weights.items():
+        torch.testing.assert_close(w, ref_weights[name], rtol=1e-5, atol=1e-7)
     manifest = json.loads((tmp_path / "dep" / "manifest.json").read_text())
     assert manifest["finished"] and manifest["command"] == "loladeft flower local"
     assert not any(manifest["runtime"]["faults"].values())
     for name in ("adapter", "metric_vs_time.png", "checkpoint.pt", "flower-logs/run.log"):
         assert (tmp_path / "dep" / name).exists()
-    _assert_cleaned(markers[:1])
+    _assert_cleaned(seen["marker"])
 
 
 def test_killed_supernode_block_is_reassigned_and_run_finishes(tiny, tmp_path):
@@ -161,7 +165,7 @@ def test_killed_supernode_block_is_reassigned_and_run_finishes(tiny, tmp_path):
     log = (tmp_path / "kill" / "flower-logs" / "run.log").read_text()
     assert f"round 2: device {victim} failed block 1" in log
     assert f"round 3: devices [{victim}] unavailable" in log
-    _assert_cleaned([state["marker"]])
+    _assert_cleaned(state["marker"])
 
 
 def test_tls_and_supernode_authentication(tiny, tmp_path):

@@ -285,7 +285,7 @@ def test_device_state_from_node_config_or_the_scenario(tiny):
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
-        (["--nodes", "2"], "nodes: 2 "),
+        (["--nodes", "2"], "nodes: K = 2 is smaller than the L = 3 blocks"),
         (["--straggler-prob", "1"], "straggler-prob: must be < 1"),
         (["--round-timeout", "-1"], "round-timeout: must be finite and >= 0"),
         (["--data-dir", "/nonexistent/glue"], "data-dir"),

@@ -205,19 +205,13 @@ def _flag_names(message: str) -> str:
 
 def _check_ready(cfg: Any) -> None:
     """Fail fast, before any process starts, on settings the ServerApp would reject."""
-    from loladeft.profiling.profile import load_profile
     from loladeft.training.data import load_task
-    from loladeft.training.engine import default_profile
+    from loladeft.training.engine import run_profile
     from loladeft.training.model import model_path
 
     load_task(cfg.task, cfg.data_dir)
     model_path(cfg.model)
-    profile = load_profile(cfg.profile or default_profile(cfg.model))
-    if cfg.num_devices < profile.num_blocks:
-        raise LoladeftError(
-            f"nodes: {cfg.num_devices} devices are fewer than the L = {profile.num_blocks} "
-            "blocks of the model"
-        )
+    run_profile(cfg)
 
 
 def run_local(

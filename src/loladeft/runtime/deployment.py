@@ -124,8 +124,10 @@ def deploy(
 
 def rounds_done(metrics_csv: Path) -> int:
     """Rounds recorded so far in a run's ``metrics.csv`` (0 while it does not exist)."""
+    from loladeft.training.run import read_metrics
+
     try:
-        lines = Path(metrics_csv).read_text(encoding="utf-8").splitlines()
+        rows = read_metrics(Path(metrics_csv))
     except OSError:
         return 0
-    return max(0, len({line.split(",", 1)[0] for line in lines[1:]}) - 1)
+    return max(0, len({r["round"] for r in rows}) - 1)

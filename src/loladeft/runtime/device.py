@@ -30,6 +30,7 @@ from loladeft.runtime import protocol
 
 #: One set-up engine per run settings (a process may serve many virtual nodes).
 _ENGINES: dict[str, Any] = {}
+_CLOCKS: dict[str, Any] = {}
 _GB = 1e9
 
 
@@ -75,18 +76,20 @@ def device_state(cfg: Any, node_config: Any, round_index: int) -> tuple[float, f
 
 def _state_clock(cfg: Any) -> Any:
     """A clock for the devices' own draws (which need neither the model nor the channel)."""
-    from loladeft.profiling.profile import load_profile
-    from loladeft.system.scenario import BlockCosts, Scenario
-    from loladeft.training.clock import Clock
-    from loladeft.training.engine import default_profile
+    key = protocol.encode_config(cfg)
+    if key not in _CLOCKS:
+        from loladeft.system.scenario import BlockCosts, Scenario
+        from loladeft.training.clock import Clock
+        from loladeft.training.engine import run_profile
 
-    profile = load_profile(cfg.profile or default_profile(cfg.model))
-    scenario = Scenario(
-        BlockCosts.from_profile(profile),
-        num_devices=cfg.num_devices,
-        local_iterations=cfg.local_iterations,
-    )
-    return Clock(scenario, cfg.seed)
+        scenario = Scenario(
+            BlockCosts.from_profile(run_profile(cfg)),
+            num_devices=cfg.num_devices,
+            local_iterations=cfg.local_iterations,
+        )
+        _CLOCKS.clear()  # one run at a time per process
+        _CLOCKS[key] = Clock(scenario, cfg.seed)
+    return _CLOCKS[key]
 
 
 def engine(cfg: Any) -> Any:

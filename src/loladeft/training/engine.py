@@ -254,8 +254,7 @@ class Trainer:
         """
         import torch
 
-        from loladeft.profiling.profile import load_profile
-        from loladeft.system.scenario import InvalidScenarioError, Scenario
+        from loladeft.system.scenario import Scenario
         from loladeft.training.blocks import head_parameters, lora_parameters_by_depth
         from loladeft.training.clock import Clock, ModelCounts, block_costs
         from loladeft.training.config import resolve_precision
@@ -265,16 +264,8 @@ class Trainer:
         cfg = self.cfg
         self.data = load_task(cfg.task, cfg.data_dir)
         task = self.data.task
-        # the profile and K >= L are checked before the (slow) model load where possible
-        profile = None
-        if not cfg.centralized:
-            profile = load_profile(cfg.profile or default_profile(cfg.model))
-            if cfg.num_devices < profile.num_blocks:
-                raise InvalidScenarioError(
-                    "num_devices",
-                    f"K = {cfg.num_devices} is smaller than the "
-                    f"L = {profile.num_blocks} blocks of the model",
-                )
+        # the profile and K >= L are checked before the (slow) model load
+        profile = None if cfg.centralized else run_profile(cfg)
         lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
         self.model, self.tokenizer = build_model(cfg.model, task.num_labels, lora, cfg.seed)
         self.blocks = lora_parameters_by_depth(self.model)
@@ -308,17 +299,14 @@ class Trainer:
             lora_per_block = sum(p.numel() for p in self.blocks[0])
             counts = ModelCounts(self.num_blocks, lora_per_block, sum(p.numel() for p in self.head))
             costs = block_costs(profile, counts, cfg.batch)
-            try:
-                scenario = Scenario(
-                    costs,
-                    num_devices=cfg.num_devices,
-                    snr_db=cfg.snr_db,
-                    bandwidth_hz=cfg.bandwidth_hz,
-                    snr_convention=cfg.snr_convention,
-                    local_iterations=M,
-                )
-            except InvalidScenarioError:
-                raise
+            scenario = Scenario(
+                costs,
+                num_devices=cfg.num_devices,
+                snr_db=cfg.snr_db,
+                bandwidth_hz=cfg.bandwidth_hz,
+                snr_convention=cfg.snr_convention,
+                local_iterations=M,
+            )
             self.clock = Clock(scenario, cfg.seed)
         self.optimizer, self.scheduler = make_optimizer(self.blocks, self.head, cfg)
         self.precision = resolve_precision(cfg.precision)
@@ -551,6 +539,28 @@ def _seed(*parts: int) -> int:
         .dot([1 << 31, 1])
         % (1 << 63)
     )
+
+
+def run_profile(cfg: TrainConfig) -> Any:
+    """The profile of a DEFT run (``--profile`` or the model's builtin), checked against
+    its ``K`` devices.
+
+    Raises
+    ------
+    LoladeftError
+        No usable profile, or ``K`` smaller than the model's ``L`` blocks.
+    """
+    from loladeft.profiling.profile import load_profile
+    from loladeft.system.scenario import InvalidScenarioError
+
+    profile = load_profile(cfg.profile or default_profile(cfg.model))
+    if cfg.num_devices < profile.num_blocks:
+        raise InvalidScenarioError(
+            "num_devices",
+            f"K = {cfg.num_devices} is smaller than the L = {profile.num_blocks} blocks of "
+            "the model",
+        )
+    return profile
 
 
 def default_profile(model: str) -> str:
