@@ -68,7 +68,7 @@ def test_deft_round_with_shared_minibatch_equals_centralized_gradient(tiny, monk
 @pytest.mark.filterwarnings("ignore:Full backward hook:UserWarning")
 @pytest.mark.parametrize("depth", range(1, NUM_LAYERS + 1))
 def test_device_step_stays_in_its_block(tiny, depth):
-    from loladeft.profiling.profiler import find_blocks
+    from loladeft.models import find_blocks
 
     trainer = Trainer(_cfg(tiny)).setup()
     layers = find_blocks(trainer.model)  # input side first

@@ -3,7 +3,6 @@
 - :mod:`loladeft.training.data`: GLUE tasks (TSV files offline, Hugging Face ``datasets``
   online), tokenizing with dynamic padding, i.i.d. partition over the devices.
 - :mod:`loladeft.training.metrics`: the official metric of each task (scikit-learn / scipy).
-- :mod:`loladeft.training.model`: the model with PEFT LoRA adapters (MiniLM offline default).
 - :mod:`loladeft.training.blocks`: LoRA parameters per block depth; truncated backward.
 - :mod:`loladeft.training.clock`: per-round device states and schedules, the simulated clock.
 - :mod:`loladeft.training.config`: :class:`~loladeft.training.config.TrainConfig`.

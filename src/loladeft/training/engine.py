@@ -259,15 +259,13 @@ class Trainer:
         from loladeft.training.clock import Clock, ModelCounts, block_costs
         from loladeft.training.config import resolve_precision
         from loladeft.training.data import BatchStream, encode, load_task, partition_iid
-        from loladeft.training.model import LoraSettings, build_model
 
         cfg = self.cfg
         self.data = load_task(cfg.task, cfg.data_dir)
         task = self.data.task
         # the profile and K >= L are checked before the (slow) model load
         profile = None if cfg.centralized else run_profile(cfg)
-        lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-        self.model, self.tokenizer = build_model(cfg.model, task.num_labels, lora, cfg.seed)
+        self.model, self.tokenizer = build_model(cfg, task.num_labels)
         self.blocks = lora_parameters_by_depth(self.model)
         self.head = head_parameters(self.model)
         self.params = [p for b in self.blocks for p in b] + list(self.head)
@@ -530,6 +528,21 @@ class Trainer:
         self.history = [RoundLog(**h) for h in state["history"]]
 
 
+def build_model(cfg: TrainConfig, num_labels: int) -> tuple[Any, Any]:
+    """The run's model with its LoRA adapters (the registry's one builder,
+    :func:`loladeft.models.build`, which the profiler uses too) and its tokenizer."""
+    from loladeft import models
+    from loladeft.config import LoraSettings
+
+    spec = models.resolve(cfg.model, num_labels=num_labels, weights=True)
+    tokenizer = models.load_tokenizer(spec)
+    lora = LoraSettings(
+        r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, targets=cfg.lora_targets
+    )
+    model = models.build(spec, lora, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
+    return model, tokenizer
+
+
 def _seed(*parts: int) -> int:
     """A 63-bit seed from integers (numpy's SeedSequence mixing)."""
     return int(
@@ -564,15 +577,14 @@ def run_profile(cfg: TrainConfig) -> Any:
 
 
 def default_profile(model: str) -> str:
-    """Builtin profile of a model name, or an error asking for ``--profile``."""
-    from loladeft.profiling.profiler import MINILM_NAMES
+    """Builtin profile of a model name (:func:`loladeft.models.builtin_profile`), or an
+    error asking for ``--profile``."""
+    from loladeft.models import builtin_profile
     from loladeft.training.clock import ClockError
 
-    name = model.lower().rstrip("/")
-    if name in MINILM_NAMES:
-        return "minilm"
-    if name.split("/")[-1] == "roberta-base":
-        return "roberta-base"
+    name = builtin_profile(model)
+    if name is not None:
+        return name
     raise ClockError(
         f"profile: no builtin profile for model {model!r}; measure one with "
         f"'loladeft profile --model {model} --out P.json' and pass --profile P.json"
