@@ -47,8 +47,12 @@ def test_unknown_names_have_no_entry_and_no_profile():
 
 @pytest.mark.parametrize(
     ("family", "targets"),
-    [("bert", ("query", "value")), ("roberta", ("query", "value"))]
-    + [("llama", ("q_proj", "v_proj")), ("gpt2", ("c_attn",))],
+    [
+        ("bert", ("query", "value")),
+        ("roberta", ("query", "value")),
+        ("llama", ("q_proj", "v_proj")),
+        ("gpt2", ("c_attn",)),
+    ],
 )
 def test_lora_target_defaults_by_family(family, targets):
     assert models.default_targets(family) == targets
@@ -80,7 +84,7 @@ def test_model_source(tmp_path):
 )
 def test_model_source_errors_are_one_line(tmp_path, make, words):
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(ModelError, match="^model: ") as info:
+    with pytest.raises(ModelError, match=r"^model: ") as info:
         models.model_source(make(tmp_path))
     assert words in str(info.value) and "\n" not in str(info.value)
 
@@ -105,7 +109,7 @@ def test_architecture_only_without_weights_and_refused_with_weights():
     spec = models.resolve("tiny-llama", weights=False)
     assert spec.path is None and spec.causal and spec.model_type == "llama"
     assert spec.default_targets == ("q_proj", "v_proj")
-    with pytest.raises(ModelError, match="^model: tiny-llama is an architecture"):
+    with pytest.raises(ModelError, match=r"^model: tiny-llama is an architecture"):
         models.resolve("tiny-llama", weights=True)
 
 

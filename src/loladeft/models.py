@@ -65,10 +65,10 @@ __all__ = [
     "check_targets",
     "default_targets",
     "find_blocks",
-    "lora_blocks",
-    "lora_config",
     "load_tokenizer",
     "lookup",
+    "lora_blocks",
+    "lora_config",
     "minilm_path",
     "model_source",
     "quiet",
@@ -189,9 +189,7 @@ REGISTRY: dict[str, ModelEntry] = {
             ),
         ),
         ModelEntry("tiny-bert", architecture=("BertConfig", _TINY)),
-        ModelEntry(
-            "tiny-llama", architecture=("LlamaConfig", {**_TINY, "num_key_value_heads": 4})
-        ),
+        ModelEntry("tiny-llama", architecture=("LlamaConfig", {**_TINY, "num_key_value_heads": 4})),
     )
 }
 
