@@ -23,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("sklearn")
 
-from loladeft.training.config import TrainConfig  # noqa: E402
+from loladeft.config import load_config  # noqa: E402
 from loladeft.training.engine import Trainer, device_gradient, full_gradient  # noqa: E402
 from loladeft.training.metrics import task_metrics  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
@@ -382,7 +382,7 @@ def test_table1_times_to_90_percent_of_centralized(tmp_path):
     def fake_run(cfg, folder, label):
         """Write the metrics.csv a run would: centralized best 0.80 -> target 0.72."""
         folder.mkdir(parents=True)
-        if cfg.centralized:
+        if cfg.train.centralized:
             curves = {"centralized": [(None, 0.5), (None, 0.8), (None, 0.7)]}
         else:
             curves = {
@@ -405,7 +405,7 @@ def test_table1_times_to_90_percent_of_centralized(tmp_path):
                         }
                     )
 
-    base = TrainConfig(task="mrpc", rounds=2, precision="fp32")
+    base = load_config(None, {"train.task": "mrpc", "train.rounds": 2, "train.precision": "fp32"})
     rows = run_table1(base, ["mrpc"], tmp_path, shared=True, run=fake_run)
     got = {r.scheme: r for r in rows}
     assert got["comm-aware"].target == pytest.approx(0.72)
@@ -418,7 +418,7 @@ def test_table1_times_to_90_percent_of_centralized(tmp_path):
 
 
 def test_auto_precision_resolves_to_a_supported_one(tiny):
-    from loladeft.training.config import resolve_precision
+    from loladeft.training.engine import resolve_precision
 
     assert resolve_precision("auto") in ("fp32", "bf16")
     assert resolve_precision("fp32") == "fp32"

@@ -57,21 +57,37 @@ MaxGradNorm = Annotated[
 ]
 
 
-_RUNTIME_OPTIONS = ("round_timeout", "straggler_prob", "deadline_factor", "max_grad_norm")
-#: Options of ``local`` that say how to launch, not what to run.
-_LAUNCH = ("out", "resume", "tls", "auth", "warm", "timeout")
+_KEYS = {
+    "nodes": "scenario.num_devices",
+    "local_iterations": "scenario.local_iterations",
+    "profile": "scenario.profile",
+    **{
+        k: f"runtime.{k}"
+        for k in (
+            "round_timeout",
+            "straggler_prob",
+            "deadline_factor",
+            "max_grad_norm",
+            "cpus_per_node",
+            "warm",
+            "timeout",
+        )
+    },
+}
+#: Options of ``local`` that say where to write, not what to run.
+_LAUNCH = ("out", "resume", "tls", "auth")
 
 
-def _settings(nodes: int, data_dir: Path | None, **kw: Any) -> tuple[Any, Any]:
-    """The run's TrainConfig and RuntimeOptions from a command's options, checked, and the
-    data, model and profile found, before anything starts."""
-    from loladeft.runtime.server import RuntimeOptions
-    from loladeft.training.config import TrainConfig
+def _settings(**kw: Any) -> Any:
+    """The run's settings from a command's options, checked, and the data, model and
+    profile found, before anything starts."""
+    from loladeft.config import load_config
 
-    options = RuntimeOptions(**{k: kw.pop(k) for k in _RUNTIME_OPTIONS})
-    cfg = TrainConfig(num_devices=nodes, data_dir=None if data_dir is None else str(data_dir), **kw)
+    if kw.get("data_dir") is not None:
+        kw["data_dir"] = str(kw["data_dir"])
+    cfg = load_config(None, {_KEYS.get(k, f"train.{k}"): v for k, v in kw.items()})
     _check_ready(cfg)
-    return cfg, options
+    return cfg
 
 
 @app.command("simulate")
@@ -100,30 +116,20 @@ def simulate(
     ] = 1.0,
 ) -> None:
     """DEFT on K virtual Flower nodes (simulation runtime); writes loladeft train's files."""
-    settings = {k: v for k, v in locals().items() if k not in ("out", "resume", "cpus_per_node")}
+    settings = {k: v for k, v in locals().items() if k not in ("out", "resume")}
     from loladeft.cli.train import run_with_progress
 
-    if not cpus_per_node > 0:
-        fail(f"cpus-per-node: must be > 0, got {cpus_per_node}")
     try:
-        cfg, options = _settings(**settings)
+        cfg = _settings(**settings)
     except LoladeftError as exc:
         fail(_flag_names(str(exc)))
 
     def runner(cfg: Any, out: Path, *, resume: bool, on_round: Any, log: Any) -> Any:
         from loladeft.runtime.simulation import simulate as run_simulation
 
-        return run_simulation(
-            cfg,
-            out,
-            options,
-            resume=resume,
-            cpus_per_node=cpus_per_node,
-            on_round=on_round,
-            log=log,
-        )
+        return run_simulation(cfg, out, resume=resume, on_round=on_round, log=log)
 
-    label = f"{cfg.task} · {cfg.scheme} · flower simulation"
+    label = f"{cfg.train.task} · {cfg.train.scheme} · flower simulation"
     run_with_progress(cfg, out, resume=resume, label=label, runner=runner)
 
 
@@ -175,19 +181,11 @@ def local(
 
     console = Console(stderr=True)
     try:
-        cfg, options = _settings(**settings)
+        cfg = _settings(**settings)
+        if not (tls and auth):
+            cfg = cfg.updated({"runtime.insecure": True})
         check_out_dir(out, resume)
-        outcome = run_local(
-            cfg,
-            out.resolve(),
-            options,
-            tls=tls,
-            auth=auth,
-            warm=warm,
-            resume=resume,
-            timeout=timeout,
-            console=console,
-        )
+        outcome = run_local(cfg, out.resolve(), resume=resume, console=console)
     except LoladeftError as exc:
         fail(_flag_names(str(exc)))
     console.print(
@@ -198,8 +196,9 @@ def local(
 
 def _flag_names(message: str) -> str:
     """Name the K devices by this command's flag."""
-    if message.startswith("num_devices:"):
-        return "nodes:" + message[len("num_devices:") :]
+    for key in ("scenario.num_devices:", "num_devices:"):
+        if message.startswith(key):
+            return "nodes:" + message[len(key) :]
     return message
 
 
@@ -209,44 +208,37 @@ def _check_ready(cfg: Any) -> None:
     from loladeft.training.data import load_task
     from loladeft.training.engine import run_profile
 
-    load_task(cfg.task, cfg.data_dir)
-    model_source(cfg.model)
+    load_task(cfg.train.task, cfg.train.data_dir)
+    model_source(cfg.train.model)
     run_profile(cfg)
 
 
 def run_local(
     cfg: Any,
     out: Path,
-    options: Any,
     *,
-    tls: bool = False,
-    auth: bool = False,
-    warm: bool = True,
     resume: bool = False,
-    timeout: float = 3600,
     console: Any = None,
 ) -> Any:
     """:func:`loladeft.runtime.deployment.deploy` under a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from loladeft.runtime.deployment import deploy, rounds_done
-    from loladeft.runtime.federation import FederationSpec
 
-    spec = FederationSpec(nodes=cfg.num_devices, tls=tls, auth=auth, warm=warm)
     with Progress(
-        TextColumn(f"{cfg.task} · {cfg.scheme} · flower local ({cfg.num_devices} nodes)"),
+        TextColumn(
+            f"{cfg.train.task} · {cfg.train.scheme} · flower local "
+            f"({cfg.scenario.num_devices} nodes)"
+        ),
         BarColumn(),
         MofNCompleteColumn(),
         console=console,
         transient=True,
     ) as bar:
-        tid = bar.add_task("", total=cfg.rounds)
+        tid = bar.add_task("", total=cfg.train.rounds)
         return deploy(
             cfg,
             out,
-            options,
-            spec,
             resume=resume,
-            timeout=timeout,
             watch=lambda _fed: bar.update(tid, completed=rounds_done(out / "metrics.csv")),
         )

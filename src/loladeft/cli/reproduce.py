@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,7 +55,7 @@ def reproduce(
     if what not in WHAT:
         fail(f"what: unknown target {what!r}; choose one of {', '.join(WHAT)}")
     from loladeft.cli.train import _split, run_with_progress
-    from loladeft.training.config import TrainConfig
+    from loladeft.config import load_config
     from loladeft.training.data import get_task
     from loladeft.training.table1 import run_table1
 
@@ -64,25 +64,28 @@ def reproduce(
         if not names:
             fail("tasks: give at least one task")
         names = tuple(get_task(t).name for t in names)
-        base = TrainConfig(
-            task=names[0],
-            scheme="jbba",
-            rounds=rounds,
-            num_devices=devices,
-            batch=batch,
-            local_iterations=local_iterations,
-            lr=lr,
-            model=model,
-            profile=profile,
-            data_dir=None if data_dir is None else str(data_dir),
-            eval_every=eval_every,
-            seed=seed,
-            precision=precision,
+        base = load_config(
+            None,
+            {
+                "train.task": names[0],
+                "train.scheme": "jbba",
+                "train.rounds": rounds,
+                "scenario.num_devices": devices,
+                "train.batch": batch,
+                "scenario.local_iterations": local_iterations,
+                "train.lr": lr,
+                "train.model": model,
+                "scenario.profile": profile,
+                "train.data_dir": None if data_dir is None else str(data_dir),
+                "train.eval_every": eval_every,
+                "train.seed": seed,
+                "train.precision": precision,
+            },
         )
     except LoladeftError as exc:
         fail(str(exc))
 
-    def run(cfg: TrainConfig, folder: Path, label: str) -> None:
+    def run(cfg: Any, folder: Path, label: str) -> None:
         run_with_progress(cfg, folder, resume=True, threads=threads, label=label)
 
     try:

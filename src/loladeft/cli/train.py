@@ -76,29 +76,32 @@ def train(
 ) -> None:
     """Fine-tune with DEFT on the simulated edge clock; writes metrics.csv, manifest.json,
     checkpoint.pt, adapter/ and metric_vs_time.png into --out."""
-    from loladeft.training.config import TrainConfig
+    from loladeft.config import load_config
 
     try:
-        cfg = TrainConfig(
-            task=task,
-            scheme=scheme,
-            rounds=rounds,
-            num_devices=devices,
-            batch=batch,
-            local_iterations=local_iterations,
-            lr=lr,
-            lora_r=lora_r,
-            lora_targets=_split(lora_targets),
-            max_length=max_length,
-            model=model,
-            profile=profile,
-            data_dir=None if data_dir is None else str(data_dir),
-            eval_every=eval_every,
-            seed=seed,
-            snr_db=snr_db,
-            bandwidth_hz=bandwidth_mhz * 1e6,
-            shared_schemes=_split(shared),
-            precision=precision,
+        cfg = load_config(
+            None,
+            {
+                "train.task": task,
+                "train.scheme": scheme,
+                "train.rounds": rounds,
+                "scenario.num_devices": devices,
+                "train.batch": batch,
+                "scenario.local_iterations": local_iterations,
+                "train.lr": lr,
+                "lora.r": lora_r,
+                "lora.targets": _split(lora_targets),
+                "train.max_length": max_length,
+                "train.model": model,
+                "scenario.profile": profile,
+                "train.data_dir": None if data_dir is None else str(data_dir),
+                "train.eval_every": eval_every,
+                "train.seed": seed,
+                "scenario.snr_db": snr_db,
+                "scenario.bandwidth_mhz": bandwidth_mhz,
+                "train.shared_schemes": _split(shared),
+                "train.precision": precision,
+            },
         )
     except LoladeftError as exc:
         fail(str(exc))
@@ -149,14 +152,14 @@ def run_with_progress(
             TimeRemainingColumn(),
             console=console,
         )
-        desc = label or f"{cfg.task} · {cfg.scheme} · {cfg.mode}"
-        tid = bar.add_task(desc, total=cfg.rounds, info="")
+        desc = label or f"{cfg.train.task} · {cfg.train.scheme} · {cfg.train.mode}"
+        tid = bar.add_task(desc, total=cfg.train.rounds, info="")
 
         def on_round(trainer: Any, rec: Any) -> None:
             bar.start()
             info = f"loss {rec.train_loss:.4f}"
             if trainer.sim_time:
-                s = cfg.clock_schemes[-1]
+                s = cfg.train.clock_schemes[-1]
                 info += f" · sim {trainer.sim_time[s] / 60:.2f} min ({s})"
             if rec.metrics:
                 name, value = next(iter(rec.metrics.items()))

@@ -5,7 +5,6 @@
 - :mod:`loladeft.training.metrics`: the official metric of each task (scikit-learn / scipy).
 - :mod:`loladeft.training.blocks`: LoRA parameters per block depth; truncated backward.
 - :mod:`loladeft.training.clock`: per-round device states and schedules, the simulated clock.
-- :mod:`loladeft.training.config`: :class:`~loladeft.training.config.TrainConfig`.
 - :mod:`loladeft.training.engine`: the DEFT round and the centralized step, checkpoints.
 - :mod:`loladeft.training.run`: a run with its files (``loladeft train``).
 - :mod:`loladeft.training.table1`: Table I / Fig. 7 (``loladeft reproduce table1``).

@@ -19,11 +19,11 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loladeft.training.config import TrainConfig
+from loladeft.config import Config
 from loladeft.training.run import read_metrics
 
 #: The schemes of Table I, baseline first.
@@ -81,12 +81,12 @@ def time_to_target(points: Sequence[tuple[float, float]], target: float) -> floa
 
 
 def run_table1(
-    base: TrainConfig,
+    base: Config,
     tasks: Sequence[str],
     out: Path,
     *,
     shared: bool = False,
-    run: Callable[[TrainConfig, Path, str], Any],
+    run: Callable[[Config, Path, str], Any],
 ) -> list[TableRow]:
     """Run (resume, reuse) every run of the table and write ``table1.csv``, ``table1.md`` and
     ``fig7_<task>.png`` into ``out``.
@@ -107,19 +107,25 @@ def run_table1(
     rows: list[TableRow] = []
     for task in tasks:
         folder = out / task
-        central = replace(base, task=task, scheme="centralized", shared_schemes=())
+        central = base.updated(
+            {"train.task": task, "train.scheme": "centralized", "train.shared_schemes": ()}
+        )
         run(central, folder / "centralized", f"{task} · centralized")
         c_rows = read_metrics(folder / "centralized" / "metrics.csv")
         curves: dict[str, list[tuple[float, float]]] = {}
         mode = "shared-trajectory" if shared else "separate"
         if shared:
-            cfg = replace(base, task=task, scheme="jbba", shared_schemes=TABLE1_SCHEMES)
+            cfg = base.updated(
+                {"train.task": task, "train.scheme": "jbba", "train.shared_schemes": TABLE1_SCHEMES}
+            )
             run(cfg, folder / "shared", f"{task} · shared trajectory")
             s_rows = read_metrics(folder / "shared" / "metrics.csv")
             curves = {s: curve(s_rows, s) for s in TABLE1_SCHEMES}
         else:
             for s in TABLE1_SCHEMES:
-                cfg = replace(base, task=task, scheme=s, shared_schemes=())
+                cfg = base.updated(
+                    {"train.task": task, "train.scheme": s, "train.shared_schemes": ()}
+                )
                 run(cfg, folder / s, f"{task} · {s}")
                 curves[s] = curve(read_metrics(folder / s / "metrics.csv"), s)
         c_curve = curve(c_rows, "centralized")
