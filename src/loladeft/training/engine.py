@@ -34,7 +34,6 @@ schedule state, the stream counters, the torch RNG state, the round and the cloc
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -485,27 +484,33 @@ class Trainer:
         }
 
     def save(self, path: Path) -> None:
-        """Write the checkpoint atomically (a kill mid-write leaves the previous one)."""
-        import torch
+        """Write the checkpoint (JSON and safetensors, :mod:`loladeft.training.checkpoint`)
+        atomically: a kill mid-write leaves the previous one."""
+        from loladeft.training import checkpoint
 
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        checkpoint.write(path, self.state())
 
     def load(self, path: Path) -> None:
-        """Restore a checkpoint written by :meth:`save` for the same configuration.
+        """Restore a checkpoint written by :meth:`save` for the same configuration; nothing
+        is unpickled, and every value is checked against this run before it is used.
 
         Raises
         ------
         ResumeError
-            Unreadable checkpoint, or one written for different settings.
+            Unreadable, tampered or malformed checkpoint, or one written for different
+            settings (one line).
         """
+        import dataclasses
+
         import torch
 
+        from loladeft.training import checkpoint
+
+        fields = {f.name: str(f.type) for f in dataclasses.fields(RoundLog)}
         try:
-            state = torch.load(path, weights_only=False)
-        except Exception as exc:
-            raise ResumeError(f"resume: cannot read {path} ({type(exc).__name__})") from None
+            state = checkpoint.read(path, self.state(), self.params, fields)
+        except checkpoint.CheckpointError as exc:
+            raise ResumeError(str(exc)) from None
         try:  # settings added since the checkpoint was written take their defaults
             saved = build(state.get("config", {})).run_dict()
         except LoladeftError as exc:

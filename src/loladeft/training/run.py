@@ -4,7 +4,10 @@ Output folder layout::
 
     metrics.csv       one row per round and clock scheme (columns: CSV_COLUMNS)
     manifest.json     settings, mode, scenario, model sizes, versions, git revision, timings
-    checkpoint.pt     latest state for --resume (weights, optimizer, streams, RNG, round, clock)
+    checkpoint.json   latest state for --resume (round, clock, streams, optimizer settings,
+                      history) and the name and SHA-256 of its tensor file:
+    checkpoint.<hash>.safetensors  weights, Adam moments, torch RNG state
+                      (:mod:`loladeft.training.checkpoint`; nothing is unpickled)
     adapter/          the final LoRA adapter and head (PEFT save_pretrained)
     metric_vs_time.png  metric against simulated time (DEFT) or step (centralized)
 
@@ -45,24 +48,54 @@ CSV_COLUMNS = (
     "feasible",
     "wall_s",
 )
-CHECKPOINT = "checkpoint.pt"
-RESULT_FILES = ("metrics.csv", "manifest.json", CHECKPOINT)
+CHECKPOINT = "checkpoint.json"
+#: The pickled checkpoint of loladeft before safetensors: refused, never loaded.
+OLD_CHECKPOINT = "checkpoint.pt"
+RESULT_FILES = ("metrics.csv", "manifest.json", CHECKPOINT, OLD_CHECKPOINT)
 
 
 class OutputError(LoladeftError, ValueError):
-    """The output folder cannot be used (it holds another run and --resume was not given)."""
+    """The output folder cannot be used (it holds another run and --resume was not given,
+    it cannot be written, or --resume finds nothing to continue)."""
 
 
 def check_out_dir(out: Path, resume: bool) -> None:
-    """Refuse to overwrite a previous run's files unless resuming."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"out: {out} exists and is not a folder")
-    if not resume and out.is_dir():
-        found = [f for f in RESULT_FILES if (out / f).exists()]
+    """Check the output folder before any work (nothing is created here).
+
+    Refuses: a path under a file; a folder this process cannot write into; a folder holding
+    a previous run's files unless resuming; with ``resume``, a folder whose run files have
+    no checkpoint to continue from (they would be overwritten), or an old pickled
+    ``checkpoint.pt`` (never loaded).
+    """
+    import tempfile
+
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"out: {existing} exists and is not a folder")
+    try:  # a real write probe: os.access says yes to root on a read-only file system
+        tempfile.TemporaryDirectory(dir=existing, prefix=".loladeft-probe-").cleanup()
+    except OSError as exc:
+        raise OutputError(f"out: cannot write into {existing} ({exc.strerror or exc})") from None
+    if not out.is_dir():
+        return
+    found = [f for f in RESULT_FILES if (out / f).exists()]
+    if not resume and found:
+        raise OutputError(
+            f"out: {out} already holds a run ({', '.join(found)}); pass --resume to "
+            "continue it or choose another --out"
+        )
+    if resume and CHECKPOINT not in found:
+        if OLD_CHECKPOINT in found:
+            raise OutputError(
+                f"resume: {out / OLD_CHECKPOINT} is an old pickle checkpoint, which loladeft "
+                "never loads (it could run code); rerun without --resume into another --out"
+            )
         if found:
             raise OutputError(
-                f"out: {out} already holds a run ({', '.join(found)}); pass --resume to "
-                "continue it or choose another --out"
+                f"resume: {out} holds a run's files ({', '.join(found)}) but no {CHECKPOINT} "
+                "to continue from; choose another --out"
             )
 
 
