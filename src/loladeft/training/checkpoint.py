@@ -42,7 +42,7 @@ from typing import Any
 
 from loladeft.exceptions import LoladeftError
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "read", "write"]
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "load_weights", "read", "write"]
 
 FORMAT = "loladeft-checkpoint"
 VERSION = 2
@@ -138,7 +138,7 @@ def write(path: str | Path, state: Mapping[str, Any]) -> None:
 
 # ------------------------------------------------------------------ reading
 def _fail(path: Path, why: str) -> CheckpointError:
-    return CheckpointError(f"resume: {path}: {why}")
+    return CheckpointError(" ".join(f"resume: {path}: {why}".split()))
 
 
 def _number(value: Any, where: str, *, integer: bool = False, low: float | None = None) -> Any:
@@ -235,43 +235,11 @@ def _tensor(tensors: Mapping[str, Any], key: str, shape: Sequence[int], dtype: A
     return t
 
 
-def read(
-    path: str | Path,
-    template: Mapping[str, Any],
-    params: Sequence[Any],
-    history_fields: Mapping[str, str],
-) -> dict[str, Any]:
-    """Read and check a checkpoint written by :func:`write`.
-
-    Parameters
-    ----------
-    path
-        The checkpoint's JSON file.
-    template
-        The fresh trainer's own :meth:`~loladeft.training.engine.Trainer.state`: the
-        checkpoint must have its weight names, shapes and dtypes, its optimizer groups and
-        scheduler keys and types, its number of streams and its RNG state size.
-    params
-        The optimizer's parameters in its order (shapes of AdamW's moments).
-    history_fields
-        Field name -> type name of a history entry (``"int"``, ``"float"``, ``"bool"``,
-        ``"dict[str, float]"``).
-
-    Returns
-    -------
-    dict
-        The state, in :func:`write`'s input layout (``config`` unchecked: the caller
-        compares it with its own).
-
-    Raises
-    ------
-    CheckpointError
-        Anything wrong, in one line (see the module docstring).
-    """
+def _open(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checked JSON document and the tensors of a checkpoint (integrity only)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -309,6 +277,51 @@ def read(
         tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise _fail(path, f"tensor file {name} is not valid safetensors ({exc})") from None
+    return doc, tensors
+
+
+def load_weights(path: str | Path) -> dict[str, Any]:
+    """The LoRA and head weights of a checkpoint by parameter name (integrity checked: the
+    JSON digest and the tensor file's SHA-256)."""
+    _, tensors = _open(Path(path))
+    return {k.removeprefix("weights/"): v for k, v in tensors.items() if k.startswith("weights/")}
+
+
+def read(
+    path: str | Path,
+    template: Mapping[str, Any],
+    params: Sequence[Any],
+    history_fields: Mapping[str, str],
+) -> dict[str, Any]:
+    """Read and check a checkpoint written by :func:`write`.
+
+    Parameters
+    ----------
+    path
+        The checkpoint's JSON file.
+    template
+        The fresh trainer's own :meth:`~loladeft.training.engine.Trainer.state`: the
+        checkpoint must have its weight names, shapes and dtypes, its optimizer groups and
+        scheduler keys and types, its number of streams and its RNG state size.
+    params
+        The optimizer's parameters in its order (shapes of AdamW's moments).
+    history_fields
+        Field name -> type name of a history entry (``"int"``, ``"float"``, ``"bool"``,
+        ``"dict[str, float]"``).
+
+    Returns
+    -------
+    dict
+        The state, in :func:`write`'s input layout (``config`` unchecked: the caller
+        compares it with its own).
+
+    Raises
+    ------
+    CheckpointError
+        Anything wrong, in one line (see the module docstring).
+    """
+    path = Path(path)
+    doc, tensors = _open(path)
     try:
         return _check(doc, tensors, template, params, history_fields)
     except ValueError as exc:
