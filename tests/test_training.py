@@ -470,7 +470,7 @@ def test_non_finite_gradient_stops_a_centralized_run(tiny, tmp_path):
     trainer = Trainer(_cfg(tiny, scheme="centralized")).setup()
     with torch.no_grad():
         trainer.head[0].fill_(math.inf)
-    with pytest.raises(NonFiniteError, match="^train: round 1: non-finite"):
+    with pytest.raises(NonFiniteError, match=r"^train: round 1: non-finite"):
         trainer.step()
     assert trainer.round == 0 and trainer.history == []
 

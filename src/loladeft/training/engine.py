@@ -56,6 +56,33 @@ class ResumeError(LoladeftError, ValueError):
     """A checkpoint that does not belong to this run."""
 
 
+class NonFiniteError(LoladeftError, ArithmeticError):
+    """A loss or gradient that is not finite: the run stops before the parameters are
+    stepped, keeping what it wrote (``metrics.csv``, the last checkpoint)."""
+
+
+class TrainingError(LoladeftError, RuntimeError):
+    """A run that ended without training anything (every round skipped)."""
+
+
+def check_finite(n: int, where: str, loss: float, grads: Sequence[Any]) -> None:
+    """Raise :class:`NonFiniteError` (one line) unless the loss and every gradient of round
+    ``n`` are finite; ``where`` names the computation (a device and block, or the step)."""
+    import torch
+
+    if not math.isfinite(loss):
+        raise NonFiniteError(
+            f"train: round {n}: non-finite loss ({loss}) {where}; the run stops here "
+            "(the files written so far and the last checkpoint are kept)"
+        )
+    for g in grads:
+        if not bool(torch.isfinite(g).all()):
+            raise NonFiniteError(
+                f"train: round {n}: non-finite gradient {where}; the run stops here "
+                "(the files written so far and the last checkpoint are kept)"
+            )
+
+
 # ------------------------------------------------------------------------ gradient helpers
 def _autocast(precision: str) -> Any:
     import torch
@@ -330,6 +357,7 @@ class Trainer:
                 self.precision,
                 seed=_seed(cfg.train.seed, _DROPOUT, n),
             )
+            check_finite(n, "in the centralized step", loss, grads)
             apply_update(self.optimizer, self.scheduler, self.params, grads)
             log = RoundLog(n, loss, {}, {}, 0.0)
         else:
@@ -393,6 +421,14 @@ class Trainer:
             self.log(f"round {n}: infeasible ({driver.reason}); skipped")
             return skipped
         work = self.run_devices(n, inst, driver)
+        for depth_index, update in enumerate(work.updates):
+            if update is not None:
+                check_finite(
+                    n,
+                    f"from the device of the block at depth {depth_index + 1}",
+                    update.loss,
+                    [*update.block_grads, *update.head_grads],
+                )
         received = [u for u in work.updates if u is not None]
         if not received:
             self.log(f"round {n}: no device delivered its block; skipped")
@@ -418,6 +454,12 @@ class Trainer:
         return RoundLog(
             n, float(np.mean([u.loss for u in received])), latency, dict(self.sim_time), 0.0
         )
+
+    @property
+    def skipped_rounds(self) -> list[int]:
+        """Rounds in which nothing was stepped (no allocation existed, or no device
+        delivered its block); a run where every round was skipped trained nothing."""
+        return [h.round for h in self.history if h.round > 0 and not h.feasible]
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:

@@ -347,15 +347,27 @@ def train(
     plot_metrics(out / "metric_vs_time.png", cfg, trainer.history)
     trainer.model.save_pretrained(str(out / "adapter"))
     wall = sum(h.wall_s for h in trainer.history)
+    skipped = trainer.skipped_rounds
+    stepped = trainer.round - len(skipped)
     write_manifest(
         out / "manifest.json",
         trainer,
         {
             **extra,
             **more(),
-            "finished": True,
+            "finished": stepped > 0,
+            "rounds_skipped": len(skipped),
             "train_wall_seconds": round(wall, 3),
             "final_sim_time_s": dict(trainer.sim_time),
         },
     )
+    if stepped == 0:
+        from loladeft.training.engine import TrainingError
+
+        raise TrainingError(
+            f"train: none of the {trainer.round} rounds stepped any parameter (every round "
+            "was infeasible or no device delivered its block); the run is not complete"
+        )
+    if skipped and log is not None:
+        log(f"{len(skipped)} of {trainer.round} rounds skipped (nothing stepped in them)")
     return trainer
