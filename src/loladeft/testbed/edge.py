@@ -95,6 +95,8 @@ class Testbed:
         On :meth:`setup`: not root, no namespaces/veths/tc/cgroups here, or a command failed.
     """
 
+    __test__ = False  # not a pytest test class despite its name
+
     def __init__(
         self,
         devices: Sequence[DeviceSpec],
@@ -252,8 +254,9 @@ class Testbed:
         """Shape device ``k``'s uplink to ``uplink_bps`` of goodput; returns the wire rate in
         force (bit/s)."""
         link = self._device(k).link
-        return shaping.set_uplink_rate(link.namespace, link.device_if,
-                                       shaping.wire_rate(uplink_bps))
+        return shaping.set_uplink_rate(
+            link.namespace, link.device_if, shaping.wire_rate(uplink_bps)
+        )
 
     def set_rates(self, uplink_bps: Sequence[float]) -> list[float]:
         """Shape every device's uplink (e.g. from eq. (4) before a round); returns the wire

@@ -109,9 +109,14 @@ def remove_run(run_id: str, devices: range | None = None) -> None:
     """
     check_run_id(run_id)
     if devices is None:
-        ks = {p[1] for p in map(parse_name, [*list_namespaces(), *list_links(),
-                                             *cgroups.list_groups(f"{PREFIX}-{run_id}-")])
-              if p is not None and p[0] == run_id}
+        ks = {
+            p[1]
+            for p in map(
+                parse_name,
+                [*list_namespaces(), *list_links(), *cgroups.list_groups(f"{PREFIX}-{run_id}-")],
+            )
+            if p is not None and p[0] == run_id
+        }
     else:
         ks = set(devices)
     names = [device_name(run_id, k) for k in sorted(ks)]
@@ -119,16 +124,20 @@ def remove_run(run_id: str, devices: range | None = None) -> None:
     errors: list[str] = []
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
-        left = [pid for name in names
-                for pid in (namespace_pids(name) if name in namespaces else [])
-                + cgroups.pids(name)]
+        left = [
+            pid
+            for name in names
+            for pid in (namespace_pids(name) if name in namespaces else []) + cgroups.pids(name)
+        ]
         if not left:
             break
         _kill(left)
         time.sleep(0.05)
     for name in names:
-        for step in (lambda n=name: remove_device_link(n, n),
-                     lambda n=name: cgroups.remove(n) if cgroups.exists(n) else None):
+        for step in (
+            lambda n=name: remove_device_link(n, n),
+            lambda n=name: cgroups.remove(n) if cgroups.exists(n) else None,
+        ):
             try:
                 step()
             except TestbedError as exc:

@@ -75,9 +75,9 @@ def spectral_efficiency(
     scale
         Payload scale ``σ``.
     """
-    return 8.0 * _positive("nbytes", nbytes) / (
-        _positive("seconds", seconds) * _positive("bandwidth", bandwidth) * _positive("scale", scale)
-    )
+    bits = 8.0 * _positive("nbytes", nbytes)
+    hz = _positive("bandwidth", bandwidth) * _positive("scale", scale)
+    return bits / (_positive("seconds", seconds) * hz)
 
 
 class LinkEstimator:

@@ -65,8 +65,8 @@ def create_device_link(
     """
     run(["ip", "netns", "add", namespace])
     try:
-        run(["ip", "link", "add", host_if, "mtu", str(MTU), "type", "veth",
-             "peer", "name", device_if, "mtu", str(MTU), "netns", namespace])
+        peer = ["peer", "name", device_if, "mtu", str(MTU), "netns", namespace]
+        run(["ip", "link", "add", host_if, "mtu", str(MTU), "type", "veth", *peer])
         run(["ip", "addr", "add", f"{host_address}/{prefixlen}", "dev", host_if])
         run(["ip", "link", "set", host_if, "up"])
         ns = ["ip", "-n", namespace]
@@ -77,8 +77,7 @@ def create_device_link(
     except TestbedError:
         remove_device_link(namespace, host_if)
         raise
-    return DeviceLink(namespace, host_if, device_if, host_address, device_address,
-                      prefixlen, route)
+    return DeviceLink(namespace, host_if, device_if, host_address, device_address, prefixlen, route)
 
 
 def remove_device_link(namespace: str, host_if: str) -> None:

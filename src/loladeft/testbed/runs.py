@@ -173,8 +173,11 @@ def register_run(run_id: str) -> Subnet:
         for net in ipaddress.ip_network(SUPERNET).subnets(new_prefix=24):
             if str(net) in taken or any(net.overlaps(u) for u in used):
                 continue
-            record = {"pid": os.getpid(), "start_time": _start_time(os.getpid()),
-                      "subnet": str(net)}
+            record = {
+                "pid": os.getpid(),
+                "start_time": _start_time(os.getpid()),
+                "subnet": str(net),
+            }
             path.write_text(json.dumps(record))
             return Subnet(net)
     raise TestbedError(f"no free /24 in {SUPERNET}: clean up (loladeft testbed --cleanup)")

@@ -135,8 +135,8 @@ def set_uplink_rate(namespace: str, device_if: str, rate_bps: float) -> float:
         The rate in force, bit/s (``rate_bps`` rounded to whole bytes per second).
     """
     rate, burst, limit = tbf_parameters(rate_bps)
-    run(["tc", "-n", namespace, "qdisc", "replace", "dev", device_if, "root", "tbf",
-         "rate", f"{8 * rate}bit", "burst", str(burst), "limit", str(limit)])
+    tbf = ["tbf", "rate", f"{8 * rate}bit", "burst", str(burst), "limit", str(limit)]
+    run(["tc", "-n", namespace, "qdisc", "replace", "dev", device_if, "root", *tbf])
     return 8.0 * rate
 
 
