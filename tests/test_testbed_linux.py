@@ -117,6 +117,9 @@ def test_three_devices_read_back_and_leave_nothing():
             assert int((cpu / "cpu.cfs_quota_us").read_text()) == round(spec.cpu_cores * 1e5)
             mem = int(Path("/sys/fs/cgroup/memory", name, "memory.limit_in_bytes").read_text())
             assert mem == spec.memory_bytes // 4096 * 4096  # whole pages
+            memsw = Path("/sys/fs/cgroup/memory", name, "memory.memsw.limit_in_bytes")
+            if memsw.exists():
+                assert int(memsw.read_text()) == mem
             assert tb.memory_limit(k) == mem
             assert tb.cpu_cores(k) == pytest.approx(spec.cpu_cores)
         # Next round's split: changed in place, read back.
@@ -299,3 +302,14 @@ def test_bad_specs_fail_before_anything_is_created():
     with pytest.raises(ValueError, match=r"rate_bps: must be in"):
         Testbed([DeviceSpec(1.0)])
     assert {x.name for x in find_leftovers(include_live=True)} == before
+
+
+def test_demo_measures_the_rates_it_set():
+    from loladeft.testbed.demo import run_demo
+
+    before = set(find_leftovers(include_live=True))
+    rows = run_demo(rates_bps=(4e6, 2e6, 1e6), cpu_cores=(0.5, 0.3, 0.2), nbytes=150_000)
+    for row in rows:
+        assert row["measured_bps"] == pytest.approx(row["set_bps"], rel=0.15)
+        assert row["used_cores"] <= row["set_cores"] * 1.5 + 0.05  # a quota is a ceiling
+    assert set(find_leftovers(include_live=True)) == before

@@ -136,10 +136,20 @@ def cpu_quota(name: str) -> tuple[int, int]:
 
 def set_memory_limit(name: str, limit_bytes: int) -> int:
     """Limit group ``name`` to ``limit_bytes`` of memory; returns the limit in force (the
-    kernel rounds down to whole pages)."""
-    if not (isinstance(limit_bytes, int) and limit_bytes >= _PAGE):
+    kernel rounds down to whole pages).
+
+    Where the kernel accounts swap (``memory.memsw.limit_in_bytes``), memory plus swap gets
+    the same limit, so a device cannot swap its way past the memory wall.
+    """
+    if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < _PAGE:
         raise ValueError(f"memory_bytes: must be an integer >= {_PAGE}, got {limit_bytes!r}")
-    _write(path("memory", name) / "memory.limit_in_bytes", str(limit_bytes))
+    d = path("memory", name)
+    memsw = d / "memory.memsw.limit_in_bytes"
+    if memsw.exists():  # memsw >= limit at every step: lift it, set the limit, then memsw
+        _write(memsw, "-1")
+    _write(d / "memory.limit_in_bytes", str(limit_bytes))
+    if memsw.exists():
+        _write(memsw, str(limit_bytes))
     return memory_limit(name)
 
 

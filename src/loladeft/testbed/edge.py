@@ -27,9 +27,15 @@ from typing import Any
 
 from loladeft.testbed import cgroups, shaping
 from loladeft.testbed._command import TestbedError, require_root
-from loladeft.testbed.defaults import CPU_BUDGET_CORES, MAX_DEVICES, TERM_GRACE_S
+from loladeft.testbed.defaults import CPU_BUDGET_CORES, MAX_DEVICES, PREFIX, TERM_GRACE_S
 from loladeft.testbed.leftovers import remove_run
-from loladeft.testbed.netns import DeviceLink, create_device_link, exec_argv
+from loladeft.testbed.netns import (
+    DeviceLink,
+    create_device_link,
+    exec_argv,
+    list_links,
+    list_namespaces,
+)
 from loladeft.testbed.runs import (
     Subnet,
     check_run_id,
@@ -147,7 +153,9 @@ class Testbed:
             raise TestbedError("testbed: already set up")
         require_root()
         cgroups.check_support()
-        self.run_id = self.run_id or new_run_id()
+        if self.run_id is None:
+            taken = [*list_namespaces(), *list_links(), *cgroups.list_groups(PREFIX)]
+            self.run_id = new_run_id(taken)
         self.subnet = register_run(self.run_id)
         self._open = True
         atexit.register(self.close)

@@ -28,7 +28,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +39,13 @@ _NAME = re.compile(rf"^{PREFIX}-(?P<run>[0-9a-f]{{4}})-(?P<k>\d{{1,2}})(?P<peer>
 _RECORD = re.compile(r"^(?P<run>[0-9a-f]{4})\.json$")
 
 
-def new_run_id() -> str:
-    """A random four-hex-digit run id not used by a run recorded on this machine."""
+def new_run_id(taken: Iterable[str] = ()) -> str:
+    """A random four-hex-digit run id that no recorded run and no name in ``taken`` (e.g.
+    existing namespaces and links) uses."""
+    used = {p[0] for p in map(parse_name, taken) if p is not None}
     for _ in range(64):
         rid = secrets.token_hex(2)
-        if not (STATE_DIR / f"{rid}.json").exists():
+        if rid not in used and not (STATE_DIR / f"{rid}.json").exists():
             return rid
     raise TestbedError(f"no free run id: clean up {STATE_DIR} (loladeft testbed --cleanup)")
 
