@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from loladeft.system.latency import upload_latency
-from loladeft.testbed import cgroups, shaping
+from loladeft.testbed import DeviceSpec, Testbed, TestbedError, cgroups, shaping
 from loladeft.testbed.link import (
     LinkEstimator,
     ProbeError,
@@ -173,3 +173,18 @@ def test_probe_sender_refuses_bad_size():
     a, b = _pair()
     with a, b, pytest.raises(ValueError, match=r"nbytes: must be an integer in \(0, "):
         send_probe(a, 0)
+
+
+# -- refusals: one clear error before anything is created --------------------------------------
+
+
+def test_not_root_is_refused_with_one_line(monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(TestbedError, match=r"^the testbed needs root \(network namespaces, tc"):
+        Testbed([DeviceSpec(1e6)]).setup()
+
+
+def test_missing_cgroup_controllers_are_refused(monkeypatch, tmp_path):
+    monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path)
+    with pytest.raises(TestbedError, match=r"^cgroup v1 cpu controller not mounted at "):
+        cgroups.check_support()
