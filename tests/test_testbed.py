@@ -51,6 +51,7 @@ def test_tbf_parameters_quantise_to_bytes_and_size_bucket_and_queue():
 @pytest.mark.parametrize(
     ("value", "match"),
     [(1.0, r"rate_bps: must be in \[8000, 1e\+10\]"), (float("nan"), "rate_bps: must be a number")],
+    ids=["too-low", "nan"],
 )
 def test_tbf_parameters_refuse_bad_rates(value, match):
     with pytest.raises(ValueError, match=match):
@@ -159,6 +160,7 @@ def test_probe_round_trip_counts_the_bytes_after_the_first_chunk():
         (struct.pack("!8sQ", b"LOLAPRB1", 100) + b"\0" * 10, "closed after 10 of 100 bytes"),
         (b"LOLA", "closed inside the header"),
     ],
+    ids=["magic", "too-large", "short-payload", "short-header"],
 )
 def test_probe_receiver_refuses_malformed_probes(header, match):
     a, b = _pair()
