@@ -287,7 +287,8 @@ def train(
     out
         Output folder (created).
     resume
-        Continue from ``out/checkpoint.pt`` if it exists.
+        Continue from ``out/checkpoint.json`` (refused when ``out`` holds run files but
+        no checkpoint, or an old pickled ``checkpoint.pt``).
     on_round
         Called as ``on_round(trainer, round_log)`` after every round (progress bars, tests).
     log
