@@ -318,7 +318,24 @@ def test_output_folder_problems_are_one_line_before_any_work(tiny, run, tmp_path
     def no_setup(*args, **kwargs):
         raise AssertionError("the run started before its output folder was checked")
 
-    with pytest.raises(OutputError) as info:
-        train(_cfg(tiny), out, resume=resume, make_trainer=no_setup)
+    with pytest.raises(OutputError) as info:  # the files are another run's (lr)
+        train(_cfg(tiny, lr=1e-3), out, resume=resume, make_trainer=no_setup)
     assert words in str(info.value) and "\n" not in str(info.value)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_resume_restarts_the_same_run_killed_before_its_first_checkpoint(tiny, tmp_path):
+    class _Kill(Exception):
+        pass
+
+    def kill(trainer, rec):
+        raise _Kill
+
+    cfg = _cfg(tiny, checkpoint_every=2)
+    with pytest.raises(_Kill):
+        train(cfg, tmp_path / "run", on_round=kill)  # killed after round 1, no checkpoint
+    assert not (tmp_path / "run" / "checkpoint.json").exists()
+    with pytest.raises(OutputError, match=r"no checkpoint\.json"):  # another run's settings
+        train(_cfg(tiny, checkpoint_every=2, lr=1e-3), tmp_path / "run", resume=True)
+    trainer = train(cfg, tmp_path / "run", resume=True)  # the same run starts over
+    assert trainer.round == 2

@@ -59,13 +59,14 @@ class OutputError(LoladeftError, ValueError):
     it cannot be written, or --resume finds nothing to continue)."""
 
 
-def check_out_dir(out: Path, resume: bool) -> None:
+def check_out_dir(out: Path, resume: bool, cfg: Config | None = None) -> None:
     """Check the output folder before any work (nothing is created here).
 
     Refuses: a path under a file; a folder this process cannot write into; a folder holding
     a previous run's files unless resuming; with ``resume``, a folder whose run files have
-    no checkpoint to continue from (they would be overwritten), or an old pickled
-    ``checkpoint.pt`` (never loaded).
+    no checkpoint to continue from (they would be overwritten), unless its
+    ``manifest.json`` shows the same run (``cfg``) killed before its first checkpoint,
+    which then starts over; or an old pickled ``checkpoint.pt`` (never loaded).
     """
     import tempfile
 
@@ -92,11 +93,20 @@ def check_out_dir(out: Path, resume: bool) -> None:
                 f"resume: {out / OLD_CHECKPOINT} is an old pickle checkpoint, which loladeft "
                 "never loads (it could run code); rerun without --resume into another --out"
             )
-        if found:
+        if found and not (cfg is not None and _same_run(out, cfg)):
             raise OutputError(
                 f"resume: {out} holds a run's files ({', '.join(found)}) but no {CHECKPOINT} "
                 "to continue from; choose another --out"
             )
+
+
+def _same_run(out: Path, cfg: Config) -> bool:
+    """Whether ``out/manifest.json`` was written by a run of these settings."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("config") == _clean(cfg.run_dict())
 
 
 def _fmt(x: float | None) -> str:
@@ -312,7 +322,7 @@ def train(
     from loladeft.training.engine import Trainer
 
     out = Path(out)
-    check_out_dir(out, resume)
+    check_out_dir(out, resume, cfg)
     t0 = time.perf_counter()
     trainer = (make_trainer or Trainer)(cfg, log).setup()
     ckpt = out / CHECKPOINT
