@@ -84,6 +84,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from loladeft.allocation.bottleneck import solve_ba
+from loladeft.allocation.jbba import equalized_deadline, equalizing_bandwidth, solve_jbba
 from loladeft.allocation.result import Solution
 from loladeft.exceptions import UnsupportedInstanceError
 from loladeft.system.instance import Instance
@@ -226,8 +228,6 @@ def solve_ba_multiblock(instance: Instance, **_: Any) -> Solution | None:
 
 def _better_p1(instance: Instance, T: FloatArray, cover: Cover) -> Cover:
     """The better of ``cover`` and the single-block P1 optimum (when one exists)."""
-    from loladeft.allocation.bottleneck import solve_ba
-
     single = solve_ba(instance)
     if single is None:
         return cover
@@ -292,8 +292,6 @@ def solve_jbba_multiblock(instance: Instance, *, max_newton: int = 64, **_: Any)
     K = instance.num_devices
     covers = [cover_of(start.assignment, K)]
     if K >= instance.num_blocks:
-        from loladeft.allocation.jbba import solve_jbba
-
         single = solve_jbba(instance)
         if single is not None:
             covers.append(cover_of(single.assignment, K))
@@ -320,8 +318,6 @@ def solve_jbba_multiblock(instance: Instance, *, max_newton: int = 64, **_: Any)
 def cover_deadline(instance: Instance, cover: Cover) -> float:
     """Least round latency of a cover under the best bandwidth split: the root of
     ``Σ_k n_k S / (r_k (T - J[k, l_k])) = B``."""
-    from loladeft.allocation.jbba import equalized_deadline
-
     used = cover.used
     return equalized_deadline(
         instance.J[used, cover.level[used]],
@@ -333,8 +329,6 @@ def cover_deadline(instance: Instance, cover: Cover) -> float:
 
 def p2_solution(instance: Instance, cover: Cover, deadline: float, **kwargs: Any) -> Solution:
     """The bandwidth that makes every device of the cover finish at ``deadline``."""
-    from loladeft.allocation.jbba import equalizing_bandwidth
-
     used = cover.used
     bandwidth = np.zeros(instance.num_devices)
     bandwidth[used] = equalizing_bandwidth(
@@ -370,9 +364,7 @@ def _min_bandwidth_cover(
     return best
 
 
-def _greedy_bandwidth(
-    w: FloatArray, cap: IntArray, pool_first: bool
-) -> tuple[Cover, float] | None:
+def _greedy_bandwidth(w: FloatArray, cap: IntArray, pool_first: bool) -> tuple[Cover, float] | None:
     K, L = w.shape
     level = np.full(K, -1, dtype=np.intp)
     count = np.zeros(K, dtype=np.intp)
