@@ -70,8 +70,12 @@ deadline with ``B`` is the root of ``Σ_k n_k S / (r_k (T - J[k, l_k])) = B``
 (:func:`_min_bandwidth_cover`, deepest block first, the cheapest of a pool slot and a new
 device at ``w_{k,j}(T) = S / (r_k (T - J_{k,j}))`` per block, or pool-first) looks for a cover
 needing less than ``B``; its root is the next deadline. It starts from the ``ba`` cover and,
-when ``K >= L``, from the single-block ``jbba`` optimum, so it is never worse than either. The
-greedy is not an exact minimum-bandwidth oracle, so ``jbba`` here is not exact
+when ``K >= L``, from the single-block ``jbba`` optimum, so it is never worse than either. When
+the greedy finds no better cover, a local search takes the single-block move (one block to
+another device, used or not) or swap (two blocks of different devices) that lowers the total
+bandwidth at the current deadline the most, which lowers the root too
+(:func:`_improving_move`). Neither is an exact minimum-bandwidth
+oracle, so ``jbba`` here is not exact
 (``extra["exact"] = False``); its gap against the exact reference
 (:func:`.multiblock_milp.solve_jbba_milp`) is printed by ``benchmarks/bench_multiblock.py``.
 """
@@ -284,8 +288,12 @@ def _greedy_cover(
 # -- P2' ---------------------------------------------------------------------------------
 
 
-def solve_jbba_multiblock(instance: Instance, *, max_newton: int = 64, **_: Any) -> Solution | None:
-    """Scheme ``jbba`` with multi-block devices: problem P2' (module docstring), not exact."""
+def solve_jbba_multiblock(
+    instance: Instance, *, max_newton: int = 64, max_moves: int = 4, **_: Any
+) -> Solution | None:
+    """Scheme ``jbba`` with multi-block devices: problem P2' (module docstring), not exact.
+
+    At most ``max_newton`` greedy steps plus ``max_moves * L`` single-block moves."""
     start = solve_ba_multiblock(instance)
     if start is None:
         return None
@@ -299,15 +307,19 @@ def solve_jbba_multiblock(instance: Instance, *, max_newton: int = 64, **_: Any)
     i = int(np.argmin(roots))
     cover, deadline = covers[i], roots[i]
     cap = capacities(instance)
-    steps = 0
-    for _ in range(max_newton):
+    B = instance.bandwidth
+    steps = moves = 0
+    while steps < max_newton + max_moves * instance.num_blocks:
         steps += 1
         found = _min_bandwidth_cover(instance, cap, deadline)
-        if found is None:
-            break
-        candidate, total = found
-        if total >= instance.bandwidth * (1 - 1e-12):
-            break
+        if found is None or found[1] >= B * (1 - 1e-12):
+            if moves >= max_moves * instance.num_blocks:
+                break
+            moves += 1
+            found = _improving_move(instance, cap, cover, deadline)
+            if found is None:
+                break
+        candidate, _total = found
         new_deadline = cover_deadline(instance, candidate)
         if not new_deadline < deadline:
             break
@@ -394,6 +406,68 @@ def _greedy_bandwidth(w: FloatArray, cap: IntArray, pool_first: bool) -> tuple[C
             return None
         total += cost
     return Cover(level, count), total
+
+
+def _improving_move(
+    instance: Instance, cap: IntArray, cover: Cover, deadline: float
+) -> tuple[Cover, float] | None:
+    """The move that lowers the cover's total bandwidth at ``deadline`` the most, if any
+    lowers it: then the moved cover's root is below ``deadline``. Moves: one block to
+    another device (used or not), or two blocks of different devices swapped. Returns the
+    new cover and its total."""
+    K, L = instance.J.shape
+    w = per_block_bandwidth(instance, cap, deadline)
+    assignment = cover_assignment(cover, L)
+    level, count = cover
+    rows = np.arange(K)
+    demand = np.zeros(K)
+    used = cover.used
+    demand[used] = count[used] * w[used, level[used]]
+    second = np.full(K, -1, dtype=np.intp)  # each device's second-deepest block
+    for j in range(L):
+        if j != level[assignment[j]]:
+            second[assignment[j]] = max(second[assignment[j]], j)
+    blocks = np.arange(L)
+    # level each block's device keeps without that block
+    without = np.where(blocks == level[assignment], second[assignment], level[assignment])
+    best_delta, best = -1e-12 * instance.bandwidth, None
+    for j in range(L):
+        d = int(assignment[j])
+        n = int(count[d])
+        if n == 1:
+            left = 0.0
+        else:
+            new_level = int(level[d]) if j != level[d] else int(second[d])
+            left = (n - 1) * w[d, new_level] if n - 1 <= cap[d, new_level] else np.inf
+        new_level_b = np.maximum(level, j)
+        n_b = count + 1
+        gain = np.where(n_b <= cap[rows, new_level_b], n_b * w[rows, new_level_b], np.inf)
+        delta = left - demand[d] + gain - demand
+        delta[d] = np.inf
+        b = int(np.argmin(delta))
+        if delta[b] < best_delta:
+            best_delta, best = float(delta[b]), (j, b, -1)
+        # swap block j (device d) with every block i of another device
+        dev = assignment
+        level_d = np.maximum(without[j], blocks)  # d holds i instead of j
+        level_o = np.maximum(without, j)  # i's device holds j instead of i
+        n_o = count[dev]
+        new = np.where(n <= cap[d, level_d], n * w[d, level_d], np.inf) + np.where(
+            n_o <= cap[dev, level_o], n_o * w[dev, level_o], np.inf
+        )
+        delta = new - demand[d] - demand[dev]
+        delta[dev == d] = np.inf
+        i = int(np.argmin(delta))
+        if delta[i] < best_delta:
+            best_delta, best = float(delta[i]), (j, int(dev[i]), i)
+    if best is None:
+        return None
+    j, b, i = best
+    moved = assignment.copy()
+    moved[j] = b
+    if i >= 0:
+        moved[i] = assignment[j]
+    return cover_of(moved, K), float(demand.sum() + best_delta)
 
 
 def multiblock_infeasibility(instance: Instance) -> str:
