@@ -225,8 +225,11 @@ def solve_ba_multiblock(instance: Instance, **_: Any) -> Solution | None:
         else:
             hi, best = mid, found
     cover = best
-    if not exact and instance.num_devices >= instance.num_blocks:
-        cover = _better_p1(instance, T, cover)
+    if not exact:
+        if instance.num_devices >= instance.num_blocks:
+            cover = _better_p1(instance, T, cover)
+        while (lower := _lower_bottleneck(T, cap, cover)) is not None:
+            cover = lower
     return p1_solution(instance, cover, iterations=tests, extra={"exact": exact})
 
 
@@ -237,6 +240,56 @@ def _better_p1(instance: Instance, T: FloatArray, cover: Cover) -> Cover:
         return cover
     other = cover_of(single.assignment, instance.num_devices)
     return other if _p1_value(T, other) < _p1_value(T, cover) else cover
+
+
+def _lower_bottleneck(T: FloatArray, cap: IntArray, cover: Cover) -> Cover | None:
+    """Local search for P1': a cover whose largest ``T[k, l_k]`` is below ``cover``'s, or
+    ``None``. While a device sits at the bottleneck, its deepest block moves to another device
+    (or is swapped with another device's block) so that every receiver stays below the
+    bottleneck and the donor's latency drops; each move lowers a bottleneck device's
+    latency, so the search ends (at most ``4 L`` moves)."""
+    K, L = T.shape
+    t = _p1_value(T, cover)
+    assignment = cover_assignment(cover, L)
+    rows, blocks = np.arange(K), np.arange(L)
+    for _ in range(4 * L):
+        level, count = cover_of(assignment, K)
+        used = np.flatnonzero(count)
+        top = used[T[used, level[used]] >= t]
+        if top.size == 0:
+            return cover_of(assignment, K)
+        d = int(top[0])
+        j, n = int(level[d]), int(count[d])
+        rest = assignment == d
+        rest[j] = False
+        second = int(blocks[rest].max()) if rest.any() else -1
+
+        def fits(k: Any, lv: Any, nk: Any) -> Any:
+            return (nk <= cap[k, lv]) & (T[k, lv] < t)
+
+        # move j to device b
+        new_b = np.maximum(level, j)
+        ok = fits(rows, new_b, count + 1)
+        ok[d] = False
+        if ok.any() and (n == 1 or (T[d, second] < T[d, j] and n - 1 <= cap[d, second])):
+            b = int(rows[ok][np.argmin(T[rows[ok], new_b[ok]])])
+            assignment[j] = b
+            continue
+        # swap j with block i of device o: d gets i, o gets j
+        owner = assignment
+        lv_d = np.maximum(second, blocks)
+        cand = []
+        for i in np.flatnonzero((owner != d) & (T[d, lv_d] < T[d, j]) & (n <= cap[d, lv_d])):
+            o = int(owner[i])
+            rest_o = (owner == o) & (blocks != i)
+            lv_o = max(int(blocks[rest_o].max()) if rest_o.any() else -1, j)
+            if fits(o, lv_o, int(count[o])):
+                cand.append((T[d, lv_d[i]], int(i)))
+        if not cand:
+            return None
+        i = min(cand)[1]
+        assignment[i], assignment[j] = d, assignment[i]
+    return None
 
 
 def _p1_value(T: FloatArray, cover: Cover) -> float:
