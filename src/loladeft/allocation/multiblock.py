@@ -342,11 +342,17 @@ def _greedy_cover(
 
 
 def solve_jbba_multiblock(
-    instance: Instance, *, max_newton: int = 64, max_moves: int = 4, **_: Any
+    instance: Instance,
+    *,
+    max_newton: int = 64,
+    max_moves: int = 4,
+    min_gain: float = 1e-7,
+    **_: Any,
 ) -> Solution | None:
     """Scheme ``jbba`` with multi-block devices: problem P2' (module docstring), not exact.
 
-    At most ``max_newton`` greedy steps plus ``max_moves * L`` single-block moves."""
+    At most ``max_newton`` greedy steps, then at most ``max_moves * L`` local-search moves,
+    stopping after a move that gains less than ``min_gain`` (relative)."""
     start = solve_ba_multiblock(instance)
     if start is None:
         return None
@@ -361,22 +367,27 @@ def solve_jbba_multiblock(
     cover, deadline = covers[i], roots[i]
     cap = capacities(instance)
     B = instance.bandwidth
-    steps = moves = 0
-    while steps < max_newton + max_moves * instance.num_blocks:
+    steps = 0
+    for _ in range(max_newton):  # Newton–Dinkelbach steps with the greedy
         steps += 1
         found = _min_bandwidth_cover(instance, cap, deadline)
         if found is None or found[1] >= B * (1 - 1e-12):
-            if moves >= max_moves * instance.num_blocks:
-                break
-            moves += 1
-            found = _improving_move(instance, cap, cover, deadline)
-            if found is None:
-                break
-        candidate, _total = found
-        new_deadline = cover_deadline(instance, candidate)
+            break
+        new_deadline = cover_deadline(instance, found[0])
         if not new_deadline < deadline:
             break
-        cover, deadline = candidate, new_deadline
+        cover, deadline = found[0], new_deadline
+    for _ in range(max_moves * instance.num_blocks):  # local search
+        steps += 1
+        found = _improving_move(instance, cap, cover, deadline)
+        if found is None:
+            break
+        new_deadline = cover_deadline(instance, found[0])
+        if not new_deadline < deadline:
+            break
+        cover, gain, deadline = found[0], deadline - new_deadline, new_deadline
+        if gain < min_gain * deadline:
+            break
     return p2_solution(instance, cover, deadline, iterations=steps, extra={"exact": False})
 
 
@@ -483,36 +494,30 @@ def _improving_move(
     blocks = np.arange(L)
     # level each block's device keeps without that block
     without = np.where(blocks == level[assignment], second[assignment], level[assignment])
+    dev = assignment
+    n = count[dev]
+
+    def need(k: Any, lv: Any, nk: Any) -> Any:  # bandwidth of device k at (level, count)
+        with np.errstate(invalid="ignore"):  # 0 * inf where a device would carry nothing
+            return np.where(nk <= cap[k, lv], nk * w[k, lv], np.inf)
+
+    # move block j (rows) to device b (columns)
+    left = np.where(n == 1, 0.0, need(dev, np.maximum(without, 0), n - 1))
+    new_level = np.maximum(level[None, :], blocks[:, None])
+    move = (left - demand[dev])[:, None] + need(rows[None, :], new_level, count + 1) - demand
+    move[blocks, dev] = np.inf
+    # swap blocks j (rows) and i (columns) of different devices
+    level_j = np.maximum(without[:, None], blocks[None, :])  # j's device, holding i
+    swap = need(dev[:, None], level_j, n[:, None]) + need(dev[None, :], level_j.T, n[None, :])
+    swap -= demand[dev][:, None] + demand[dev][None, :]
+    swap[dev[:, None] == dev[None, :]] = np.inf
     best_delta, best = -1e-12 * instance.bandwidth, None
-    for j in range(L):
-        d = int(assignment[j])
-        n = int(count[d])
-        if n == 1:
-            left = 0.0
-        else:
-            new_level = int(level[d]) if j != level[d] else int(second[d])
-            left = (n - 1) * w[d, new_level] if n - 1 <= cap[d, new_level] else np.inf
-        new_level_b = np.maximum(level, j)
-        n_b = count + 1
-        gain = np.where(n_b <= cap[rows, new_level_b], n_b * w[rows, new_level_b], np.inf)
-        delta = left - demand[d] + gain - demand
-        delta[d] = np.inf
-        b = int(np.argmin(delta))
-        if delta[b] < best_delta:
-            best_delta, best = float(delta[b]), (j, b, -1)
-        # swap block j (device d) with every block i of another device
-        dev = assignment
-        level_d = np.maximum(without[j], blocks)  # d holds i instead of j
-        level_o = np.maximum(without, j)  # i's device holds j instead of i
-        n_o = count[dev]
-        new = np.where(n <= cap[d, level_d], n * w[d, level_d], np.inf) + np.where(
-            n_o <= cap[dev, level_o], n_o * w[dev, level_o], np.inf
-        )
-        delta = new - demand[d] - demand[dev]
-        delta[dev == d] = np.inf
-        i = int(np.argmin(delta))
-        if delta[i] < best_delta:
-            best_delta, best = float(delta[i]), (j, int(dev[i]), i)
+    j, b = np.unravel_index(int(np.argmin(move)), move.shape)
+    if move[j, b] < best_delta:
+        best_delta, best = float(move[j, b]), (int(j), int(b), -1)
+    j, i = np.unravel_index(int(np.argmin(swap)), swap.shape)
+    if swap[j, i] < best_delta:
+        best_delta, best = float(swap[j, i]), (int(j), int(dev[i]), int(i))
     if best is None:
         return None
     j, b, i = best
