@@ -93,9 +93,10 @@ def _cases() -> list[Case]:
             for m, e in ((2, 0.0), (3, 0.0), (2, 0.4), (3, 0.25)):
                 if K * m < L:
                     continue
-                seed += 1
-                label = f"{kind}-K{K}-L{L}-m{m}-e{e}-s{seed}"
-                out.append(Case(make_instance(seed, K, L, m=m, e=e, kind=kind), label))
+                for _ in range(2):
+                    seed += 1
+                    label = f"{kind}-K{K}-L{L}-m{m}-e{e}-s{seed}"
+                    out.append(Case(make_instance(seed, K, L, m=m, e=e, kind=kind), label))
     return out
 
 
