@@ -210,7 +210,8 @@ def plot(rows: Sequence[Row], path: str | Path) -> Path:
                 label=scheme,
             )
     ax.set_xlabel("number of devices K")
-    ax.set_ylabel("round latency (s)")
+    ax.set_ylabel("mean round latency (s)")
+    ax.set_yscale("log")
     ax.set_title("Llama-7B, 32 blocks: fewer devices than blocks")
     ax.grid(True, alpha=0.3)
     ax.legend()
