@@ -130,6 +130,25 @@ class ScenarioSettings(_Table):
     fixed_compute: Bool = Field(
         False, description="Draw f_k once per point instead of every round."
     )
+    # Fewer devices than blocks (issue 13, not in the paper; read by train and flower).
+    layers_per_block: Int = Field(
+        1,
+        ge=1,
+        description="Consecutive layers per LoRA block (must divide the model's layers); "
+        "1: the paper's one block per layer.",
+    )
+    max_blocks_per_device: Int = Field(
+        1,
+        ge=1,
+        description="Most blocks one device computes in a round (one truncated backward to "
+        "its deepest); 1: the paper's model, K >= L.",
+    )
+    extra_block_memory_gb: Float = Field(
+        0.0,
+        ge=0,
+        description="Memory, GB, each block a device carries beyond its deepest adds "
+        "(the instance's extra_block_memory).",
+    )
 
     _compute = field_validator("compute_factor")(_pair(0.0, open_low=True))
     _memory = field_validator("memory_gb")(_pair(0.0))
@@ -139,9 +158,17 @@ class ScenarioSettings(_Table):
         """``B`` in Hz."""
         return self.bandwidth_mhz * 1e6
 
+    @property
+    def extra_block_memory(self) -> float:
+        """The instance's ``extra_block_memory`` in bytes (the unit of ``b(l)``; GB = 1e9)."""
+        return self.extra_block_memory_gb * 1e9
+
     def scenario(self, costs: Any, **changes: Any) -> Any:
         """The :class:`~loladeft.system.scenario.Scenario` of these settings over the block
-        costs ``costs`` (``changes`` override single parameters, e.g. a sweep's x value)."""
+        costs ``costs`` (``changes`` override single parameters, e.g. a sweep's x value).
+
+        ``costs`` are per block: with ``layers_per_block > 1`` the caller groups the
+        profile's layers first (:func:`loladeft.training.clock.block_costs`)."""
         from loladeft.system.scenario import Scenario
 
         params = dict(
@@ -155,6 +182,8 @@ class ScenarioSettings(_Table):
             memory_gb=self.memory_gb,
             reference=self.reference_device,
             fixed_compute=self.fixed_compute,
+            max_blocks_per_device=self.max_blocks_per_device,
+            extra_block_memory=self.extra_block_memory,
         )
         return Scenario(costs, **{**params, **changes})
 

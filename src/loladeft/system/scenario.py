@@ -61,7 +61,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from loladeft.exceptions import FieldError
-from loladeft.system.instance import Instance
+from loladeft.system.instance import MULTIBLOCK_DEFAULTS, Instance
 from loladeft.system.latency import compute_latency, spectral_efficiency
 from loladeft.system.reference import DEFAULT_REFERENCE, ReferenceDevice, get_reference
 
@@ -201,6 +201,16 @@ def load_block_costs(profile: str | ProfileLike) -> BlockCosts:
     return BlockCosts.from_profile(profile)
 
 
+def too_few_devices(K: int, L: int, max_blocks_per_device: int = 1) -> str:
+    """Why ``K`` devices cannot hold ``L`` blocks (``K * max_blocks_per_device < L``)."""
+    if max_blocks_per_device == 1:
+        return f"K = {K} is smaller than the L = {L} blocks of the model"
+    return (
+        f"K = {K} devices carrying at most max_blocks_per_device = {max_blocks_per_device} "
+        f"blocks each hold fewer than the L = {L} blocks of the model"
+    )
+
+
 def _positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidScenarioError(name, f"must be a number, got {type(value).__name__}")
@@ -233,7 +243,8 @@ class Scenario:
     costs
         Per-block costs (:class:`BlockCosts`, e.g. from :func:`load_block_costs`).
     num_devices
-        ``K >= L``, devices taking part in every round (paper: 20).
+        ``K >= L`` (``K * max_blocks_per_device >= L``), devices taking part in every round
+        (paper: 20).
     snr_db
         SNR in dB, read according to ``snr_convention`` (paper: 10 dB transmit SNR).
     bandwidth_hz
@@ -255,6 +266,14 @@ class Scenario:
         Reference device (name or :class:`ReferenceDevice`) converting FLOPs to seconds.
     fixed_compute
         Draw ``f_k`` once per batch of rounds instead of every round.
+    max_blocks_per_device
+        Most blocks one device may carry per round, the instance's ``max_blocks_per_device``
+        (issue 13, not in the paper; default 1: the paper's model). ``K`` devices then hold
+        up to ``K * max_blocks_per_device`` blocks, so ``K < L`` is allowed when that is
+        ``>= L``.
+    extra_block_memory
+        Bytes each carried block beyond a device's deepest adds (the instance's
+        ``extra_block_memory``; default 0).
 
     Raises
     ------
@@ -273,6 +292,8 @@ class Scenario:
     memory_gb: tuple[float, float] = (1.0, 6.0)
     reference: str | ReferenceDevice = DEFAULT_REFERENCE
     fixed_compute: bool = False
+    max_blocks_per_device: int = 1
+    extra_block_memory: float = 0.0
     block_seconds: NDArray[np.float64] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -282,10 +303,13 @@ class Scenario:
         if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
             raise InvalidScenarioError("num_devices", f"must be a positive integer, got {K!r}")
         L = self.costs.num_blocks
-        if K < L:
+        m = self.max_blocks_per_device
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
             raise InvalidScenarioError(
-                "num_devices", f"K = {K} is smaller than the L = {L} blocks of the model"
+                "max_blocks_per_device", f"must be a positive integer, got {m!r}"
             )
+        if K * m < L:
+            raise InvalidScenarioError("num_devices", too_few_devices(K, L, int(m)))
         if (
             isinstance(self.snr_db, bool)
             or not isinstance(self.snr_db, (int, float, np.integer, np.floating))
@@ -315,6 +339,12 @@ class Scenario:
             raise InvalidScenarioError("compute_factor", "low must be > 0")
         set_(self, "memory_gb", _range("memory_gb", self.memory_gb, lower=0))
         set_(self, "reference", ref)
+        set_(self, "max_blocks_per_device", int(m))
+        set_(
+            self,
+            "extra_block_memory",
+            _positive("extra_block_memory", self.extra_block_memory, allow_zero=True),
+        )
         seconds = self.costs.flops / ref.flops_per_second
         seconds.flags.writeable = False
         set_(self, "block_seconds", seconds)
@@ -367,6 +397,8 @@ class Scenario:
             "block_flops": self.costs.flops.tolist(),
             "block_seconds": self.block_seconds.tolist(),
             "block_memory_bytes": self.costs.block_memory.tolist(),
+        } | {  # the multi-block settings, where they differ from the paper's model
+            k: getattr(self, k) for k, v in MULTIBLOCK_DEFAULTS.items() if getattr(self, k) != v
         }
 
     # -- sampling --------------------------------------------------------------------------
@@ -451,6 +483,8 @@ class Rounds:
             spectral_efficiency=self.spectral_efficiency[i],
             block_bits=sc.costs.block_bits,
             bandwidth=sc.bandwidth_hz,
+            max_blocks_per_device=sc.max_blocks_per_device,
+            extra_block_memory=sc.extra_block_memory,
         )
 
     def instances(self) -> list[Instance]:

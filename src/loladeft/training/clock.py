@@ -19,6 +19,18 @@ Per-block costs come from the profile of the model being trained
   block's gradient *and* its gradient of the head (the head sits above every block, so every
   device's backward pass reaches it at no extra cost); the server averages the ``L`` head
   gradients. The upload size is thus the same for every block, as the paper's model assumes.
+
+*Fewer devices than blocks* (issue 13, not in the paper):
+
+* grouped layers (``scenario.layers_per_block = g``): a block is ``g`` consecutive layers, and
+  the profile's per-layer costs are grouped by :mod:`loladeft.system.grouping`'s rule,
+  ``d(G) = d(hi)`` and ``b(G) = b(hi)`` with ``hi`` the group's deepest layer; ``S`` is counted
+  on the grouped model (the group's LoRA parameters plus the head);
+* multi-block devices (``scenario.max_blocks_per_device``, ``extra_block_memory_gb``): the
+  instances carry both settings, so the schedulers place several blocks on one device and
+  price it with eq. (7'), ``J[k, max A_k] + |A_k| S / (r_k B_k)``. A device uploads one head
+  gradient however many blocks it carries, so eq. (7') (the issue's contract) overstates its
+  upload by ``(|A_k| - 1)`` head gradients: a conservative clock.
 """
 
 from __future__ import annotations
@@ -58,19 +70,35 @@ class ModelCounts:
         return float((self.lora_params_per_block + self.head_params) * self.bits_per_param)
 
 
-def block_costs(profile: Any, counts: ModelCounts, batch: int) -> BlockCosts:
+def block_costs(
+    profile: Any, counts: ModelCounts, batch: int, layers_per_block: int = 1
+) -> BlockCosts:
     """The run's :class:`BlockCosts` from a profile (see the module docstring).
+
+    Parameters
+    ----------
+    profile
+        The model's per-layer profile.
+    counts
+        Sizes counted on the model trained, per block (a group of ``layers_per_block``
+        layers).
+    batch
+        The run's per-device batch.
+    layers_per_block
+        Consecutive layers per block; the profile's layers are grouped with
+        :func:`loladeft.system.grouping.group_depth_costs`.
 
     Raises
     ------
     ClockError
-        The profile has a different number of blocks than the model.
+        The profile has a different number of layers than the model.
     """
     base = BlockCosts.from_profile(profile)
-    if base.num_blocks != counts.num_blocks:
+    if base.num_blocks != counts.num_blocks * layers_per_block:
         raise ClockError(
             f"profile: {base.model} has {base.num_blocks} blocks but the model trained has "
-            f"{counts.num_blocks}; pass the profile of this model (loladeft profile --model ...)"
+            f"{counts.num_blocks * layers_per_block}; pass the profile of this model "
+            "(loladeft profile --model ...)"
         )
     scale = batch / float(profile.batch)
     act = np.array([d.activation_bytes for d in profile.depths]) * scale
@@ -79,6 +107,11 @@ def block_costs(profile: Any, counts: ModelCounts, batch: int) -> BlockCosts:
     head_bytes = 2 * 4 * counts.head_params  # parameters + gradient, fp32
     memory = weights + act + lora_bytes + head_bytes
     flops = base.flops * scale
+    if layers_per_block > 1:
+        from loladeft.system.grouping import group_depth_costs
+
+        grouped = group_depth_costs(flops, memory, 0.0, counts.num_blocks)
+        flops, memory = grouped.depth_cost, grouped.memory
     flops.flags.writeable = False
     memory.flags.writeable = False
     return BlockCosts(base.model, flops, memory, counts.block_bits)
