@@ -73,6 +73,19 @@ def train(
     snr_db: Annotated[float, typer.Option(help="Transmit SNR in dB.")] = 10.0,
     bandwidth_mhz: Annotated[float, typer.Option(help="Uplink bandwidth B in MHz.")] = 100.0,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    layers_per_block: Annotated[
+        int, typer.Option(help="Consecutive layers per LoRA block (1: one block per layer).")
+    ] = 1,
+    max_blocks_per_device: Annotated[
+        int,
+        typer.Option(
+            help="Most blocks one device computes per round (one backward pass to its "
+            "deepest); > 1 allows fewer devices than blocks."
+        ),
+    ] = 1,
+    extra_block_memory_gb: Annotated[
+        float, typer.Option(help="Memory (GB) each carried block beyond the deepest adds.")
+    ] = 0.0,
 ) -> None:
     """Fine-tune with DEFT on the simulated edge clock; writes metrics.csv, manifest.json,
     checkpoint.pt, adapter/ and metric_vs_time.png into --out."""
@@ -101,6 +114,9 @@ def train(
                 "scenario.bandwidth_mhz": bandwidth_mhz,
                 "train.shared_schemes": _split(shared),
                 "train.precision": precision,
+                "scenario.layers_per_block": layers_per_block,
+                "scenario.max_blocks_per_device": max_blocks_per_device,
+                "scenario.extra_block_memory_gb": extra_block_memory_gb,
             },
         )
     except LoladeftError as exc:
