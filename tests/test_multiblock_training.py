@@ -370,6 +370,20 @@ def test_flower_rounds_with_fewer_devices_equal_in_process_rounds(tiny):
     assert logs == [] and not any(flower.faults.values())
 
 
+def test_flower_rounds_with_grouped_layers_equal_in_process_rounds(tiny4):
+    pytest.importorskip("flwr")
+    from flower_fakes import FakeGrid
+
+    cfg = tiny_config(tiny4, rounds=2, num_devices=2, layers_per_block=2, lora_dropout=0.1)
+    local = Trainer(cfg).setup()
+    flower, logs = _flower(cfg, FakeGrid(2))
+    for _ in range(2):
+        a, b = local.step(), flower.step()
+        assert a.train_loss == b.train_loss and a.latency == b.latency
+    assert _same(local.weights(), flower.weights())
+    assert logs == [] and not any(flower.faults.values())
+
+
 def test_failed_multiblock_device_blocks_are_skipped_together(tiny):
     """K = 2, L = 3: the device carrying two blocks fails, the other is busy: both of its
     blocks are skipped (not stepped), the third block is."""
