@@ -294,6 +294,14 @@ def test_defaults_are_the_papers_model(tiny):
             "than the L = 3 blocks",
         ),
         ({"layers_per_block": 2}, "layers_per_block: 2 does not divide the model's 3 layers"),
+        (
+            {"max_blocks_per_device": 2, "scheme": "comm-aware"},
+            "train.scheme: comm-aware cannot schedule multi-block devices",
+        ),
+        (
+            {"max_blocks_per_device": 2, "shared_schemes": ("ba", "random")},
+            "train.shared_schemes: random cannot schedule multi-block devices",
+        ),
     ],
 )
 def test_too_few_devices_or_a_bad_grouping_is_one_line(tiny, settings, words):

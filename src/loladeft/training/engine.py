@@ -706,13 +706,29 @@ def run_profile(cfg: Config) -> Any:
     Raises
     ------
     LoladeftError
-        No usable profile, ``layers_per_block`` not dividing the layers, or ``K`` devices
-        too few for the ``L`` blocks (``K * max_blocks_per_device < L``).
+        No usable profile, ``layers_per_block`` not dividing the layers, ``K`` devices
+        too few for the ``L`` blocks (``K * max_blocks_per_device < L``), or, with
+        ``max_blocks_per_device > 1``, a clock scheme that cannot schedule multi-block
+        devices.
     """
+    from loladeft.allocation.multiblock import MULTIBLOCK_SCHEMES
+    from loladeft.config import ConfigError
     from loladeft.profiling.profile import load_profile
     from loladeft.system.scenario import InvalidScenarioError, too_few_devices
 
     sc = cfg.scenario
+    if sc.max_blocks_per_device > 1:
+        for key, names in (
+            ("train.scheme", (cfg.train.scheme,)),
+            ("train.shared_schemes", cfg.train.shared_schemes),
+        ):
+            other = next((s for s in names if s not in MULTIBLOCK_SCHEMES), None)
+            if other is not None:
+                raise ConfigError(
+                    f"{key}: {other} cannot schedule multi-block devices "
+                    f"(scenario.max_blocks_per_device = {sc.max_blocks_per_device}); use "
+                    f"{', '.join(MULTIBLOCK_SCHEMES)}"
+                )
     profile = load_profile(sc.profile or default_profile(cfg.train.model))
     layers = profile.num_blocks
     if layers % sc.layers_per_block:
