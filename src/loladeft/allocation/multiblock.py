@@ -44,9 +44,11 @@ Fast methods
 *ba (P1').* Threshold search over the distinct entries of ``T_{k,l}`` with a greedy test
 (:func:`_greedy_cover`): deepest block first, use a pool slot if there is one, else open an
 unused device eligible at this depth (``T_{k,j} <= t``, ``c_k(j) >= 1``), the one with most
-slots (ties: the one eligible at the fewest shallower depths). Outside the theorem's setting a
-second greedy (open a device whenever one is eligible, the pool otherwise) is tried when the
-first fails; when ``K >= L`` the single-block P1 optimum is a candidate too.
+slots (ties: the one eligible at the fewest shallower depths). Outside the theorem's setting
+the other greedy variants of :data:`VARIANTS` are tried when the first fails (among them one
+that opens the device of least ``T``, whose success is monotone in ``t``, so ``ba`` is never
+worse than that greedy's least threshold); when ``K >= L`` the single-block P1 optimum is a
+candidate too; then a local search moves blocks off the bottleneck (:func:`_lower_bottleneck`).
 
 *Theorem.* On a monotone instance (rows of ``J`` and ``b`` non-decreasing in depth, the
 paper's setting) with ``e = 0`` the test is exact, so ``ba`` is.
