@@ -44,9 +44,11 @@ Fast methods
 *ba (P1').* Threshold search over the distinct entries of ``T_{k,l}`` with a greedy test
 (:func:`_greedy_cover`): deepest block first, use a pool slot if there is one, else open an
 unused device eligible at this depth (``T_{k,j} <= t``, ``c_k(j) >= 1``), the one with most
-slots (ties: the one eligible at the fewest shallower depths). Outside the theorem's setting a
-second greedy (open a device whenever one is eligible, the pool otherwise) is tried when the
-first fails; when ``K >= L`` the single-block P1 optimum is a candidate too.
+slots (ties: the one eligible at the fewest shallower depths). Outside the theorem's setting
+the other greedy variants of :data:`VARIANTS` are tried when the first fails (among them one
+that opens the device of least ``T``, whose success is monotone in ``t``, so ``ba`` is never
+worse than that greedy's least threshold); when ``K >= L`` the single-block P1 optimum is a
+candidate too; then a local search moves blocks off the bottleneck (:func:`_lower_bottleneck`).
 
 *Theorem.* On a monotone instance (rows of ``J`` and ``b`` non-decreasing in depth, the
 paper's setting) with ``e = 0`` the test is exact, so ``ba`` is.
@@ -73,7 +75,8 @@ needing less than ``B``; its root is the next deadline. It starts from the ``ba`
 when ``K >= L``, from the single-block ``jbba`` optimum, so it is never worse than either. When
 the greedy finds no better cover, a local search takes the single-block move (one block to
 another device, used or not) or swap (two blocks of different devices) that lowers the total
-bandwidth at the current deadline the most, which lowers the root too
+bandwidth at the current deadline the most, else the best eviction of a whole device onto the
+others, which lowers the root too
 (:func:`_improving_move`). Neither is an exact minimum-bandwidth
 oracle, so ``jbba`` here is not exact
 (``extra["exact"] = False``); its gap against the exact reference
@@ -204,9 +207,13 @@ def solve_ba_multiblock(instance: Instance, **_: Any) -> Solution | None:
         nonlocal tests
         tests += 1
         eligible = ok & (T <= t)
-        found = _greedy_cover(eligible, cap, pool_first=True)
-        if found is None and not exact:
-            found = _greedy_cover(eligible, cap, pool_first=False)
+        found = _greedy_cover(eligible, cap)
+        if exact:
+            return found
+        for pool_first, prefer in VARIANTS:
+            if found is not None:
+                break
+            found = _greedy_cover(eligible, cap, pool_first=pool_first, prefer=prefer, T=T)
         return found
 
     best = test(values[-1]) if values.size else None
@@ -303,16 +310,34 @@ def p1_solution(instance: Instance, cover: Cover, **kwargs: Any) -> Solution:
     return Solution(cover_assignment(cover, instance.num_blocks), bandwidth, **kwargs)
 
 
+#: Greedy variants tried, in order, when the first greedy fails outside the exact setting.
+VARIANTS = (("pool", "latency"), ("pool", "loss"), ("open", "slots"), ("open", "loss"))
+
+
 def _greedy_cover(
-    eligible: NDArray[np.bool_], cap: IntArray, *, pool_first: bool = True
+    eligible: NDArray[np.bool_],
+    cap: IntArray,
+    *,
+    pool_first: bool | str = True,
+    prefer: str = "slots",
+    T: FloatArray | None = None,
 ) -> Cover | None:
     """Deepest block first: a pool slot if any, else open the eligible unused device with
     the most slots (ties: eligible at the fewest shallower depths). ``None`` if stuck.
 
-    With ``pool_first=False`` it opens a device whenever one is eligible and uses the pool
-    only otherwise (a second try for non-monotone instances)."""
+    Variants tried outside the exact setting: ``pool_first="open"`` opens a device whenever
+    one is eligible and uses the pool only otherwise; ``prefer="loss"`` opens the device that
+    loses the fewest slots against its best shallower eligible depth (ties: most slots);
+    ``prefer="latency"`` the one with the least ``T`` (ties: most slots). The latency rule
+    makes the same choices at every threshold where they are eligible, so its success is
+    monotone in the threshold and the binary search finds its least threshold."""
+    pool_first = pool_first in (True, "pool")
     K, L = eligible.shape
     flexible = np.cumsum(eligible, axis=1) - eligible  # eligible depths shallower than l
+    if prefer == "loss":
+        slots_at = np.where(eligible, cap, 0)
+        best_before = np.zeros_like(slots_at)  # most slots at an eligible depth < l
+        best_before[:, 1:] = np.maximum.accumulate(slots_at, axis=1)[:, :-1]
     level = np.full(K, -1, dtype=np.intp)
     count = np.zeros(K, dtype=np.intp)
     free = np.ones(K, dtype=bool)
@@ -329,8 +354,17 @@ def _greedy_cover(
         if cand.size == 0:
             return None
         slots = cap[cand, j]
-        top = cand[slots == slots.max()]
-        k = int(top[np.argmin(flexible[top, j])])
+        if prefer == "loss":
+            loss = best_before[cand, j] - slots
+            top = cand[loss == loss.min()]
+            k = int(top[np.argmax(cap[top, j])])
+        elif prefer == "latency":
+            assert T is not None
+            top = cand[T[cand, j] == T[cand, j].min()]
+            k = int(top[np.argmax(cap[top, j])])
+        else:
+            top = cand[slots == slots.max()]
+            k = int(top[np.argmin(flexible[top, j])])
         free[k] = False
         level[k], count[k] = j, 1
         if cap[k, j] > 1:
@@ -477,8 +511,9 @@ def _improving_move(
 ) -> tuple[Cover, float] | None:
     """The move that lowers the cover's total bandwidth at ``deadline`` the most, if any
     lowers it: then the moved cover's root is below ``deadline``. Moves: one block to
-    another device (used or not), or two blocks of different devices swapped. Returns the
-    new cover and its total."""
+    another device (used or not), or two blocks of different devices swapped; if neither
+    helps, the best eviction of a whole device (:func:`_eviction`). Returns the new cover
+    and its total."""
     K, L = instance.J.shape
     w = per_block_bandwidth(instance, cap, deadline)
     assignment = cover_assignment(cover, L)
@@ -519,13 +554,53 @@ def _improving_move(
     if swap[j, i] < best_delta:
         best_delta, best = float(swap[j, i]), (int(j), int(dev[i]), int(i))
     if best is None:
-        return None
+        return _eviction(cap, w, assignment, level, count, demand, -1e-12 * instance.bandwidth)
     j, b, i = best
     moved = assignment.copy()
     moved[j] = b
     if i >= 0:
         moved[i] = assignment[j]
     return cover_of(moved, K), float(demand.sum() + best_delta)
+
+
+def _eviction(
+    cap: IntArray,
+    w: FloatArray,
+    assignment: IntArray,
+    level: IntArray,
+    count: IntArray,
+    demand: FloatArray,
+    threshold: float,
+) -> tuple[Cover, float] | None:
+    """The best *eviction*: every block of one device moves, deepest first, to the device
+    where it adds the least bandwidth; returned if it lowers the total below ``threshold``
+    (a chain of moves that single moves and swaps cannot climb to one by one)."""
+    K = w.shape[0]
+    rows = np.arange(K)
+    best_delta, best = threshold, None
+    for d in np.flatnonzero(count):
+        lv, cnt, dem = level.copy(), count.copy(), demand.copy()
+        lv[d], cnt[d], dem[d] = -1, 0, 0.0
+        moved = assignment.copy()
+        for j in np.flatnonzero(assignment == d)[::-1]:
+            new_level = np.maximum(lv, j)
+            with np.errstate(invalid="ignore"):
+                add = np.where(
+                    cnt + 1 <= cap[rows, new_level], (cnt + 1) * w[rows, new_level], np.inf
+                )
+            add -= dem
+            add[d] = np.inf
+            b = int(np.argmin(add))
+            if not np.isfinite(add[b]):
+                break
+            moved[j], lv[b], cnt[b], dem[b] = b, new_level[b], cnt[b] + 1, dem[b] + add[b]
+        else:
+            delta = float(dem.sum() - demand.sum())
+            if delta < best_delta:
+                best_delta, best = delta, moved
+    if best is None:
+        return None
+    return cover_of(best, K), float(demand.sum() + best_delta)
 
 
 def multiblock_infeasibility(instance: Instance) -> str:
