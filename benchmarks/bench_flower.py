@@ -84,11 +84,10 @@ def main() -> None:
         print(f"idle warm federation of {args.nodes} nodes: {cores:.2f} CPU cores")
         return
 
+    from loladeft.config import load_config
     from loladeft.runtime.deployment import deploy
     from loladeft.runtime.federation import FederationSpec
-    from loladeft.runtime.server import RuntimeOptions
     from loladeft.runtime.simulation import simulate
-    from loladeft.training.config import TrainConfig
     from loladeft.training.run import train
 
     out_root = Path(args.out)
@@ -96,16 +95,20 @@ def main() -> None:
     results = []
     runtimes = args.runtimes.split(",") + (["deployment-cold"] if args.cold else [])
     for r in args.lora_r:
-        cfg = TrainConfig(
-            task=args.task,
-            rounds=args.rounds,
-            num_devices=args.nodes,
-            batch=args.batch,
-            lora_r=r,
-            data_dir=args.data_dir,
-            eval_every=args.rounds,
-            max_eval_samples=64,
-            precision="fp32",
+        cfg = load_config(
+            None,
+            {
+                "train.task": args.task,
+                "train.rounds": args.rounds,
+                "scenario.num_devices": args.nodes,
+                "train.batch": args.batch,
+                "lora.r": r,
+                "train.data_dir": args.data_dir,
+                "train.eval_every": args.rounds,
+                "train.max_eval_samples": 64,
+                "train.precision": "fp32",
+                "runtime.insecure": True,
+            },
         )
         base = None
         for runtime in runtimes:
@@ -114,10 +117,10 @@ def main() -> None:
             if runtime == "in-process":
                 train(cfg, out)
             elif runtime == "simulation":
-                simulate(cfg, out, RuntimeOptions())
+                simulate(cfg, out)
             else:
                 spec = FederationSpec(nodes=args.nodes, warm=runtime == "deployment")
-                deploy(cfg, out, RuntimeOptions(), spec)
+                deploy(cfg, out, spec=spec)
             total = time.perf_counter() - t0
             times = _round_times(out)[1:-1]
             med = statistics.median(times)

@@ -62,9 +62,9 @@ def main() -> None:
 
     import torch
 
+    from loladeft.config import load_config
     from loladeft.profiling.profiler import flop_counter, measure_depth
     from loladeft.training.blocks import train_only
-    from loladeft.training.config import TrainConfig
     from loladeft.training.engine import Trainer, full_gradient
 
     if args.threads:
@@ -76,17 +76,20 @@ def main() -> None:
         f"seq {args.seq}, repeats {args.repeats}"
     )
     for precision in args.precisions.split(","):
-        cfg = TrainConfig(
-            task="mrpc",
-            scheme="jbba",
-            rounds=10_000,
-            num_devices=20,
-            batch=args.batch,
-            model=args.model,
-            profile=args.profile,
-            data_dir=str(data),
-            lora_dropout=0.0,
-            precision=precision,
+        cfg = load_config(
+            None,
+            {
+                "train.task": "mrpc",
+                "train.scheme": "jbba",
+                "train.rounds": 10_000,
+                "scenario.num_devices": 20,
+                "train.batch": args.batch,
+                "train.model": args.model,
+                "scenario.profile": args.profile,
+                "train.data_dir": str(data),
+                "lora.dropout": 0.0,
+                "train.precision": precision,
+            },
         )
         trainer = Trainer(cfg).setup()
         gen = torch.Generator().manual_seed(0)

@@ -90,4 +90,3 @@ def test_flat_run_config_round_trips_and_overrides():
 
 def test_every_default_is_valid():
     assert Config() == load_config()
-

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,6 @@ pytest.importorskip("peft")
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-from loladeft.training.config import TrainConfig  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
 from tiny import tiny_config  # noqa: E402
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.torch
 K = 3  # = L of the tiny model
 
 
-def _cfg(tiny: dict[str, str], **kw: object) -> TrainConfig:
+def _cfg(tiny: dict[str, str], **kw: object) -> Any:
     return tiny_config(
         tiny, **{"rounds": 2, "num_devices": K, "lora_dropout": 0.1, "eval_every": 1, **kw}
     )
@@ -74,9 +74,9 @@ def test_simulation_runtime_reproduces_the_in_process_engine(tiny, reference, tm
 # ---------------------------------------------------------------- deployment runtime
 def _deploy(cfg, out, spec, watch=None, **options):
     from loladeft.runtime.deployment import deploy
-    from loladeft.runtime.server import RuntimeOptions
 
-    return deploy(cfg, out, RuntimeOptions(**options), spec, timeout=240, watch=watch)
+    settings = {"runtime.timeout": 240, **{f"runtime.{k}": v for k, v in options.items()}}
+    return deploy(cfg.updated(settings), out, spec=spec, watch=watch)
 
 
 def _assert_cleaned(marker: str) -> None:
@@ -124,7 +124,7 @@ def test_killed_supernode_block_is_reassigned_and_run_finishes(tiny, tmp_path):
 
     cfg = _cfg(tiny, num_devices=K + 1, rounds=3)
     local = Trainer(cfg).setup()
-    plan = local.clock.schedule(2, cfg.scheme, local.device_states(2))
+    plan = local.clock.schedule(2, cfg.train.scheme, local.device_states(2))
     victim = int(plan.assignment[0])
     state: dict = {"killed": False}
 

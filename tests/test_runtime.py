@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import tomllib
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,8 +27,7 @@ pytest.importorskip("flwr")
 
 from flower_fakes import FakeGrid  # noqa: E402
 from loladeft.runtime import protocol  # noqa: E402
-from loladeft.runtime.server import FlowerTrainer, RuntimeOptionError, RuntimeOptions  # noqa: E402
-from loladeft.training.config import TrainConfig  # noqa: E402
+from loladeft.runtime.server import FlowerTrainer  # noqa: E402
 from loladeft.training.engine import Trainer  # noqa: E402
 from tiny import tiny_config  # noqa: E402
 
@@ -37,16 +36,17 @@ pytestmark = pytest.mark.torch
 K = 5
 
 
-def _cfg(tiny: dict[str, str], **kw: object) -> TrainConfig:
+def _cfg(tiny: dict[str, str], **kw: object) -> Any:
     return tiny_config(
         tiny, **{"rounds": 3, "num_devices": K, "lora_dropout": 0.1, "eval_every": 1, **kw}
     )
 
 
-def _flower(cfg: TrainConfig, grid: FakeGrid, **options: float) -> tuple[FlowerTrainer, list]:
+def _flower(cfg: Any, grid: FakeGrid, **options: float) -> tuple[FlowerTrainer, list]:
     logs: list[str] = []
-    opts = RuntimeOptions(round_timeout=0.3, query_timeout=0.3, node_wait=1, **options)
-    return FlowerTrainer(cfg, grid, opts, log=logs.append).setup(), logs
+    fast = {"round_timeout": 0.3, "query_timeout": 0.3, "node_wait": 1, **options}
+    cfg = cfg.updated({f"runtime.{k}": v for k, v in fast.items()})
+    return FlowerTrainer(cfg, grid, log=logs.append).setup(), logs
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -117,7 +117,7 @@ def test_invalid_reply_is_rejected_and_its_block_reassigned(tiny, case):
     flower, logs = _flower(cfg, grid)
     local = Trainer(cfg).setup()
     inst = local.device_states(1)
-    plan = local.clock.schedule(1, cfg.scheme, inst)
+    plan = local.clock.schedule(1, cfg.train.scheme, inst)
     t0 = time.perf_counter()
     rec = flower.step()
     assert time.perf_counter() - t0 < 30
@@ -201,7 +201,7 @@ def test_stragglers_cost_virtual_time_only(tiny):
     assert any("straggler" in line for line in logs)
     for n, rec in enumerate(recs, 1):
         plan = local.clock.schedule(n, "jbba", local.device_states(n))
-        strag = np.random.default_rng([cfg.seed, 0x57A6, n]).random(K) < 0.5
+        strag = np.random.default_rng([cfg.train.seed, 0x57A6, n]).random(K) < 0.5
         if strag[plan.assignment].any():
             assert rec.latency["jbba"] > 3 * plan.latency
         else:
@@ -229,28 +229,16 @@ def test_check_gradient_accepts_exact_and_reports_norm():
         protocol.check_gradient(a, spec, 4.0)
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "words"),
-    [
-        ("round_timeout", -1.0, "round-timeout: must be finite and >= 0"),
-        ("poll_interval", float("nan"), "poll-interval: must be finite"),
-        ("straggler_prob", 1.0, "straggler-prob: must be < 1"),
-        ("deadline_factor", 1.0, "deadline-factor: must be > 1"),
-        ("max_grad_norm", "big", "max-grad-norm: must be a number"),
-    ],
-)
-def test_runtime_options_are_checked(field, value, words):
-    with pytest.raises(RuntimeOptionError, match=words.replace("(", r"\(")):
-        RuntimeOptions(**{field: value})
+def test_app_declares_every_run_config_key(tmp_path):
+    """The generated Flower app declares every setting of the run as a flat typed key with
+    its default, so ``flwr run --run-config key=value`` can override any of them."""
+    from loladeft.config import Config, from_flat, to_flat
+    from loladeft.runtime.deployment import APP_KEYS, write_app
 
-
-def test_app_config_defaults_are_the_runtime_defaults():
-    import loladeft.runtime
-
-    folder = Path(loladeft.runtime.__file__).parent / "flower_app"
+    folder = write_app(tmp_path / "app")
     app = tomllib.loads((folder / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
-    defaults = RuntimeOptions().to_run_config()
-    assert {k: app["config"][k] for k in defaults} == defaults
+    assert app["config"] == {**APP_KEYS, **to_flat(Config())}
+    assert from_flat({k: v for k, v in app["config"].items() if "." in k}) == Config()
     assert app["components"] == {
         "serverapp": "loladeft.runtime.app:server_app",
         "clientapp": "loladeft.runtime.app:client_app",
@@ -286,8 +274,8 @@ def test_device_state_from_node_config_or_the_scenario(tiny):
     ("extra", "words"),
     [
         (["--nodes", "2"], "nodes: K = 2 is smaller than the L = 3 blocks"),
-        (["--straggler-prob", "1"], "straggler-prob: must be < 1"),
-        (["--round-timeout", "-1"], "round-timeout: must be finite and >= 0"),
+        (["--straggler-prob", "1"], "runtime.straggler_prob: input should be less than 1"),
+        (["--round-timeout", "-1"], "runtime.round_timeout: input should be greater than 0"),
         (["--data-dir", "/nonexistent/glue"], "data-dir"),
         (["--task", "glue9"], "task"),
         (["--scheme", "fastest"], "scheme"),

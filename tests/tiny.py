@@ -80,8 +80,11 @@ def make_tiny(root: Path) -> dict[str, str]:
 
 
 def tiny_config(tiny: dict[str, str], **kw: Any) -> Any:
-    """Settings of a short run on the tiny model: fp32, no warm-up, no dropout, K = 5."""
-    from loladeft.training.config import TrainConfig
+    """Settings of a short run on the tiny model: fp32, no warm-up, no dropout, K = 5.
+
+    Keywords are setting names of any table (``rounds``, ``num_devices``, ``lora_dropout``
+    for ``lora.dropout``, ``round_timeout``...)."""
+    from loladeft.config import Config, load_config
 
     base: dict[str, Any] = dict(
         task="sst2",
@@ -97,4 +100,12 @@ def tiny_config(tiny: dict[str, str], **kw: Any) -> Any:
         **tiny,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    tables = ("train", "scenario", "runtime")
+    keys = {}
+    for name, value in base.items():
+        if name.startswith("lora_"):
+            keys[f"lora.{name[5:]}"] = value
+            continue
+        table = next(t for t in tables if name in Config.model_fields[t].annotation.model_fields)
+        keys[f"{table}.{name}"] = value
+    return load_config(None, keys)

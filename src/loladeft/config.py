@@ -139,6 +139,25 @@ class ScenarioSettings(_Table):
         """``B`` in Hz."""
         return self.bandwidth_mhz * 1e6
 
+    def scenario(self, costs: Any, **changes: Any) -> Any:
+        """The :class:`~loladeft.system.scenario.Scenario` of these settings over the block
+        costs ``costs`` (``changes`` override single parameters, e.g. a sweep's x value)."""
+        from loladeft.system.scenario import Scenario
+
+        params = dict(
+            num_devices=self.num_devices,
+            snr_db=self.snr_db,
+            bandwidth_hz=self.bandwidth_hz,
+            path_loss=self.path_loss,
+            snr_convention=self.snr_convention,
+            local_iterations=self.local_iterations,
+            compute_factor=self.compute_factor,
+            memory_gb=self.memory_gb,
+            reference=self.reference_device,
+            fixed_compute=self.fixed_compute,
+        )
+        return Scenario(costs, **{**params, **changes})
+
 
 class LoraSettings(_Table):
     """``[lora]``: the adapters (PEFT ``LoraConfig``; paper: rank 8 on query and value)."""
@@ -302,6 +321,10 @@ class Config(_Table):
     @classmethod
     def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(value))
+
+    def updated(self, overrides: Mapping[str, Any]) -> Config:
+        """A validated copy with dotted keys replaced (``{"train.task": "rte"}``)."""
+        return build(_merge(self.model_dump(), _nest(overrides)))
 
     def run_dict(self) -> dict[str, Any]:
         """What determines one fine-tuning run: ``train``, ``lora`` and ``scenario``

@@ -1,17 +1,19 @@
 """The Flower app: ``server_app`` (Algorithm 1's server) and ``client_app`` (a device).
 
 Flower loads these objects by reference (``loladeft.runtime.app:server_app`` and
-``:client_app``, see ``flower_app/pyproject.toml``), so loladeft must be installed in the
-environment of the SuperLink and of every SuperNode: a Flower app bundle carries only
-``.py/.toml/.md/.yaml/.json`` files.
+``:client_app``, see :func:`loladeft.runtime.deployment.write_app`), so loladeft must be
+installed in the environment of the SuperLink and of every SuperNode: a Flower app bundle
+carries only ``.py/.toml/.md/.yaml/.json`` files.
 
-Run config of the ServerApp (``flwr run --run-config``):
+Run config of the ServerApp (``flwr run --run-config``): every setting of the run's tables
+of :mod:`loladeft.config` as one flat typed key (``train.lr = 0.0005``,
+``scenario.num_devices = 20``, ``runtime.round_timeout = 120.0``; lists as comma-separated
+strings, unset values as ``""``), so ``flwr run --run-config 'train.lr=1e-3'`` overrides one,
+and
 
-``config``   the run's :class:`~loladeft.training.config.TrainConfig` as JSON (required);
 ``out``      absolute output folder on the server's machine (required);
 ``runtime``  label written to the manifest (default ``deployment``);
-``resume``   continue the run in ``out`` (default false);
-and the :class:`~loladeft.runtime.server.RuntimeOptions` (``round-timeout = 120.0``...).
+``resume``   continue the run in ``out`` (default false).
 """
 
 from __future__ import annotations
@@ -45,20 +47,18 @@ server_app = ServerApp()
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run DEFT with the settings of the run config; writes ``loladeft train``'s files."""
+    from loladeft.config import from_flat
     from loladeft.exceptions import LoladeftError
-    from loladeft.runtime import protocol
-    from loladeft.runtime.server import RuntimeOptions, run_server
+    from loladeft.runtime.server import run_server
 
     rc: Any = context.run_config
-    for key in ("config", "out"):
-        if key not in rc:
-            raise LoladeftError(f"run-config: {key} is required")
-    cfg = protocol.decode_config(str(rc["config"]))
+    if not rc.get("out"):
+        raise LoladeftError("run-config: out is required")
+    cfg = from_flat({k: v for k, v in rc.items() if "." in k})
     run_server(
         grid,
         cfg,
         str(rc["out"]),
-        RuntimeOptions.from_run_config(rc),
         runtime=str(rc.get("runtime", "deployment")),
         resume=bool(rc.get("resume", False)),
         log=_log,

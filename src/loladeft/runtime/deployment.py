@@ -2,9 +2,10 @@
 
 :func:`deploy` starts a :class:`~loladeft.runtime.federation.LocalFederation` (its own
 SuperLink and one SuperNode per device on 127.0.0.1, free ports, a private ``FLWR_HOME``),
-runs the app of ``flower_app/`` on it with the run's settings, and stops every process it
-started, whatever happens. The ServerApp writes ``loladeft train``'s files into ``out``;
-``out/flower-logs/`` keeps every process's log and the run's (``run.log``).
+runs loladeft's Flower app (:func:`write_app`) on it with the run's settings, and stops every
+process it started, whatever happens. The ServerApp writes ``loladeft train``'s files into
+``out``; ``out/flower-logs/`` keeps every process's log and the run's (``run.log``), the app
+folder (``app/``) and the run config (``run-config.toml``), to rerun on a real federation.
 
 On several machines the same app runs unchanged: see the README, "Real devices".
 """
@@ -20,46 +21,87 @@ from typing import Any
 
 from loladeft.exceptions import LoladeftError
 
-#: The Flower app folder (``flwr run <APP_DIR> <federation>``).
-APP_DIR = Path(__file__).parent / "flower_app"
+#: Run-config keys of the app besides the run's settings (see :mod:`loladeft.runtime.app`).
+APP_KEYS = {"out": "", "runtime": "deployment", "resume": False}
 
 
 class DeploymentError(LoladeftError, RuntimeError):
     """The federation did not come up or the run did not finish."""
 
 
+def write_app(folder: Path) -> Path:
+    """Write loladeft's Flower app into ``folder`` (``flwr run <folder> <federation>``).
+
+    The app holds no code: its components are loaded by reference from the installed
+    package. Its ``[tool.flwr.app.config]`` declares every run-config key with its default
+    (Flower refuses undeclared keys), taken from :mod:`loladeft.config`.
+    """
+    import tomli_w
+
+    from loladeft import __version__
+    from loladeft.config import Config, to_flat
+
+    app = {
+        "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
+        "project": {
+            "name": "loladeft-deft",
+            "version": __version__,
+            "description": "LoLa-DEFT (Algorithm 1): block-wise LoRA fine-tuning over "
+            "heterogeneous edge devices",
+            "license": "Apache-2.0",
+            "dependencies": ["loladeft[train,flower]"],
+        },
+        "tool": {
+            "flwr": {
+                "app": {
+                    "publisher": "loladeft",
+                    "components": {
+                        "serverapp": "loladeft.runtime.app:server_app",
+                        "clientapp": "loladeft.runtime.app:client_app",
+                    },
+                    "config": {**APP_KEYS, **to_flat(Config())},
+                }
+            }
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(tomli_w.dumps(app), encoding="utf-8")
+    return folder
+
+
 def with_absolute_paths(cfg: Any) -> Any:
     """``cfg`` with its data folder, model folder and profile file made absolute: the
     ServerApp and the ClientApps run in other working directories."""
     changes = {
-        name: str(Path(value).resolve())
-        for name in ("data_dir", "model", "profile")
-        if (value := getattr(cfg, name)) is not None and Path(value).exists()
+        key: str(Path(value).resolve())
+        for key, value in (
+            ("train.data_dir", cfg.train.data_dir),
+            ("train.model", cfg.train.model),
+            ("scenario.profile", cfg.scenario.profile),
+        )
+        if value is not None and Path(value).exists()
     }
-    return replace(cfg, **changes)
+    return cfg.updated(changes)
 
 
-def run_config(cfg: Any, out: Path, options: Any, *, runtime: str, resume: bool) -> dict:
+def run_config(cfg: Any, out: Path, *, runtime: str, resume: bool) -> dict:
     """The ServerApp's run config (see :mod:`loladeft.runtime.app`)."""
-    from loladeft.runtime import protocol
+    from loladeft.config import to_flat
 
     return {
-        "config": protocol.encode_config(with_absolute_paths(cfg)),
+        **to_flat(with_absolute_paths(cfg)),
         "out": str(Path(out).resolve()),
         "runtime": runtime,
         "resume": resume,
-        **options.to_run_config(),
     }
 
 
 def deploy(
     cfg: Any,
     out: str | Path,
-    options: Any,
-    spec: Any,
     *,
     resume: bool = False,
-    timeout: float = 3600,
+    spec: Any = None,
     watch: Callable[[Any], None] | None = None,
     interval: float = 0.5,
 ) -> Any:
@@ -67,14 +109,14 @@ def deploy(
 
     Parameters
     ----------
-    cfg, out, options
-        Run settings, output folder, :class:`~loladeft.runtime.server.RuntimeOptions`.
-    spec
-        :class:`~loladeft.runtime.federation.FederationSpec` (nodes, TLS, auth, warm).
+    cfg, out
+        Run settings (:class:`~loladeft.config.Config`; ``cfg.runtime`` says how to launch:
+        ``insecure``, ``warm``, ``timeout``) and output folder.
     resume
         Continue the run in ``out``.
-    timeout
-        Wall seconds allowed for the run.
+    spec
+        :class:`~loladeft.runtime.federation.FederationSpec` to start instead of the one
+        ``cfg.runtime`` describes (one SuperNode per device).
     watch
         Called with the federation every ``interval`` s while the run goes on (progress
         bars; tests kill nodes from it).
@@ -89,22 +131,27 @@ def deploy(
     DeploymentError
         The run did not finish; the message holds its status and the last lines of its log.
     """
-    from loladeft.runtime.federation import LocalFederation, write_run_config
+    from loladeft.runtime.federation import FederationSpec, LocalFederation, write_run_config
 
+    rt = cfg.runtime
+    if spec is None:
+        secure = not rt.insecure
+        spec = FederationSpec(nodes=cfg.scenario.num_devices, tls=secure, auth=secure, warm=rt.warm)
     # every node computes at once: give each its share of the cores, as Ray gives each
     # virtual node in simulation (torch's default, all cores per process, oversubscribes)
     threads = str(max(1, (os.cpu_count() or 1) // max(1, spec.nodes)))
     spec = replace(spec, env={"OMP_NUM_THREADS": threads, **(spec.env or {})})
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    rc = run_config(cfg, out, options, runtime="local", resume=resume)
+    rc = run_config(cfg, out, runtime="local", resume=resume)
     logs = out / "flower-logs"
     logs.mkdir(exist_ok=True)
+    app = write_app(logs / "app")
     write_run_config(logs / "run-config.toml", rc)  # to rerun on a real federation
     result: dict[str, Any] = {}
     with LocalFederation(spec, log_dir=logs) as fed:
         worker = threading.Thread(
-            target=lambda: result.update(outcome=fed.run(APP_DIR, rc, timeout=timeout)),
+            target=lambda: result.update(outcome=fed.run(app, rc, timeout=rt.timeout)),
             daemon=True,
         )
         worker.start()

@@ -47,10 +47,10 @@ def partition(node_config: Any, cfg: Any) -> int:
         raise NodeConfigError(
             "node-config: needs integer partition-id and num-partitions"
         ) from None
-    if n != cfg.num_devices or not 0 <= k < n:
+    if n != cfg.scenario.num_devices or not 0 <= k < n:
         raise NodeConfigError(
             f"node-config: partition-id {k} of num-partitions {n} does not fit the run's "
-            f"K = {cfg.num_devices} devices"
+            f"K = {cfg.scenario.num_devices} devices"
         )
     return k
 
@@ -84,11 +84,11 @@ def _state_clock(cfg: Any) -> Any:
 
         scenario = Scenario(
             BlockCosts.from_profile(run_profile(cfg)),
-            num_devices=cfg.num_devices,
-            local_iterations=cfg.local_iterations,
+            num_devices=cfg.scenario.num_devices,
+            local_iterations=cfg.scenario.local_iterations,
         )
         _CLOCKS.clear()  # one run at a time per process
-        _CLOCKS[key] = Clock(scenario, cfg.seed)
+        _CLOCKS[key] = Clock(scenario, cfg.train.seed)
     return _CLOCKS[key]
 
 

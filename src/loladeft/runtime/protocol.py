@@ -20,7 +20,7 @@ Tensors travel packed (:func:`pack`): one ``ArrayRecord`` holding a single flat 
 fetches every array as an object of its own, with a round trip each on every hop; one array
 per message instead of one per tensor removes most of the transport time of a round.
 
-``config`` is the run's :class:`~loladeft.training.config.TrainConfig` as JSON: every message
+``config`` is the run's settings (:meth:`loladeft.config.Config.run_dict`) as JSON: every message
 carries the settings it is to be computed with, so a node needs nothing else from the run and
 cannot disagree with the server about them. Every reply is checked by :func:`check_gradient`
 before it is aggregated.
@@ -56,14 +56,14 @@ class InvalidReply(LoladeftError, ValueError):
 
 def encode_config(cfg: Any) -> str:
     """The run settings as the JSON string every message carries."""
-    return json.dumps(cfg.to_dict(), sort_keys=True)
+    return json.dumps(cfg.run_dict(), sort_keys=True)
 
 
 def decode_config(text: str) -> Any:
     """Inverse of :func:`encode_config`."""
-    from loladeft.training.config import TrainConfig
+    from loladeft.config import build
 
-    return TrainConfig.from_dict(json.loads(text))
+    return build(json.loads(text))
 
 
 def pack(tensors: Mapping[str, Any]) -> tuple[Any, Any]:

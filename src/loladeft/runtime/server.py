@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,69 +45,6 @@ from loladeft.training.engine import DeviceUpdate, RoundWork, Trainer
 
 #: Key mixed into the straggler draws.
 _STRAGGLE = 0x57A6
-
-
-class RuntimeOptionError(LoladeftError, ValueError):
-    """A runtime option out of range; the message names it."""
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """How the server talks to its nodes.
-
-    Attributes
-    ----------
-    round_timeout
-        Wall-clock seconds a node has to answer a ``train`` message.
-    query_timeout
-        Wall-clock seconds the nodes have to report their state; a silent node cannot be
-        scheduled that round.
-    node_wait
-        Seconds to wait at the start for ``K`` nodes to connect.
-    poll_interval
-        Seconds between two pulls of replies.
-    max_grad_norm
-        A reply whose gradient has a larger global L2 norm is rejected.
-    straggler_prob
-        Probability that a scheduled device misses the virtual deadline (simulated).
-    deadline_factor
-        Virtual deadline as a multiple of the planned round latency (> 1).
-    """
-
-    round_timeout: float = 120.0
-    query_timeout: float = 30.0
-    node_wait: float = 120.0
-    poll_interval: float = 0.01
-    max_grad_norm: float = 1e4
-    straggler_prob: float = 0.0
-    deadline_factor: float = 2.0
-
-    def __post_init__(self) -> None:
-        # errors name the option as the CLI and the run config spell it (round-timeout)
-        for f in fields(self):
-            name, value = f.name.replace("_", "-"), getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise RuntimeOptionError(f"{name}: must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise RuntimeOptionError(f"{name}: must be finite and >= 0, got {value!r}")
-        if not self.straggler_prob < 1:
-            raise RuntimeOptionError(f"straggler-prob: must be < 1, got {self.straggler_prob}")
-        if not self.deadline_factor > 1:
-            raise RuntimeOptionError(f"deadline-factor: must be > 1, got {self.deadline_factor}")
-
-    def to_run_config(self) -> dict[str, float]:
-        """Flower run-config entries (``round-timeout = 120.0``...)."""
-        return {f.name.replace("_", "-"): float(getattr(self, f.name)) for f in fields(self)}
-
-    @classmethod
-    def from_run_config(cls, run_config: Any) -> RuntimeOptions:
-        """Inverse of :meth:`to_run_config`; missing entries take their defaults."""
-        kw = {}
-        for f in fields(cls):
-            key = f.name.replace("_", "-")
-            if key in run_config:
-                kw[f.name] = run_config[key]
-        return cls(**kw)
 
 
 class Transport:
@@ -160,11 +97,9 @@ class FlowerTrainer(Trainer):
     Parameters
     ----------
     cfg
-        The run's settings (``cfg.num_devices`` nodes take part).
+        The run's settings (``cfg.scenario.num_devices`` nodes take part).
     grid
         The ServerApp's ``Grid``.
-    options
-        :class:`RuntimeOptions`.
     log
         One-line messages (faults, reassignments).
     """
@@ -173,11 +108,10 @@ class FlowerTrainer(Trainer):
         self,
         cfg: Any,
         grid: Any,
-        options: RuntimeOptions | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(cfg, log=log)
-        self.options = options or RuntimeOptions()
+        self.options = cfg.runtime
         self.transport = Transport(grid, self.options.poll_interval)
         self.config_json = protocol.encode_config(cfg)
         self.nodes: dict[int, int] = {}  # device k -> Flower node id (from the last query)
@@ -206,12 +140,12 @@ class FlowerTrainer(Trainer):
             for block in self.blocks
         ]
         end = time.monotonic() + self.options.node_wait
-        while len(list(self.transport.grid.get_node_ids())) < self.cfg.num_devices:
+        while len(list(self.transport.grid.get_node_ids())) < self.cfg.scenario.num_devices:
             if time.monotonic() > end:
                 have = len(list(self.transport.grid.get_node_ids()))
-                raise RuntimeOptionError(
-                    f"nodes: {have} of the run's K = {self.cfg.num_devices} devices connected "
-                    f"within {self.options.node_wait:g} s"
+                raise LoladeftError(
+                    f"nodes: {have} of the run's K = {self.cfg.scenario.num_devices} devices "
+                    f"connected within {self.options.node_wait:g} s"
                 )
             time.sleep(0.1)
         self._warm_up()
@@ -249,7 +183,7 @@ class FlowerTrainer(Trainer):
         assert self.clock is not None
         t0 = time.perf_counter()
         replies = self._query(n, self.options.query_timeout)
-        K = self.cfg.num_devices
+        K = self.cfg.scenario.num_devices
         f = np.ones(K)
         memory = np.zeros(K)
         self.nodes = {}
@@ -398,7 +332,7 @@ class FlowerTrainer(Trainer):
         expected = self.expected[job.depth_index]
         protocol.check_gradient(arrays, expected, self.options.max_grad_norm)
         tensors = [torch.from_numpy(arrays[name]) for name in expected]
-        self.streams[job.device].consumed += self.cfg.local_iterations  # its M batches
+        self.streams[job.device].consumed += self.cfg.scenario.local_iterations  # its M batches
         nb = len(self.blocks[job.depth_index])
         self._round_node_seconds = max(self._round_node_seconds, float(result.get("seconds", 0)))
         return DeviceUpdate(tensors[:nb], tensors[nb:], loss)
@@ -419,17 +353,16 @@ class FlowerTrainer(Trainer):
 
     def _stragglers(self, n: int) -> np.ndarray:
         p = self.options.straggler_prob
-        K = self.cfg.num_devices
+        K = self.cfg.scenario.num_devices
         if p <= 0:
             return np.zeros(K, dtype=bool)
-        return np.random.default_rng([self.cfg.seed, _STRAGGLE, n]).random(K) < p
+        return np.random.default_rng([self.cfg.train.seed, _STRAGGLE, n]).random(K) < p
 
 
 def run_server(
     grid: Any,
     cfg: Any,
     out: Any,
-    options: RuntimeOptions | None = None,
     *,
     runtime: str,
     resume: bool = False,
@@ -439,17 +372,15 @@ def run_server(
     """Run DEFT over ``grid`` writing ``loladeft train``'s files into ``out``."""
     from loladeft.training.run import train
 
-    options = options or RuntimeOptions()
-
     def make(cfg: Any, log: Callable[[str], None] | None) -> FlowerTrainer:
-        return FlowerTrainer(cfg, grid, options, log)
+        return FlowerTrainer(cfg, grid, log)
 
     def manifest(trainer: Any) -> dict[str, Any]:
         return {
             "command": f"loladeft flower {runtime}",
             "runtime": {
                 "engine": f"flower-{runtime}",
-                "options": options.to_run_config(),
+                "options": cfg.runtime.model_dump(mode="json"),
                 "faults": dict(trainer.faults),
                 "messages": trainer.transport.messages,
                 "largest_weights_message_bytes": trainer.max_message_bytes,

@@ -19,33 +19,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loladeft.runtime.server import RuntimeOptions
-
 
 def simulate(
     cfg: Any,
     out: str | Path,
-    options: RuntimeOptions | None = None,
     *,
     resume: bool = False,
-    cpus_per_node: float = 1.0,
     on_round: Callable[[Any, Any], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Any:
-    """Run DEFT on ``cfg.num_devices`` virtual Flower nodes; writes ``loladeft train``'s files.
+    """Run DEFT on ``cfg.scenario.num_devices`` virtual Flower nodes; writes ``loladeft
+    train``'s files.
 
     Parameters
     ----------
     cfg
-        The run's settings (:class:`~loladeft.training.config.TrainConfig`).
+        The run's settings (:class:`~loladeft.config.Config`); ``cfg.runtime.cpus_per_node``
+        cores are reserved by Ray for each virtual node (bounds how many compute at once).
     out
         Output folder.
-    options
-        Transport options (:class:`~loladeft.runtime.server.RuntimeOptions`).
     resume
         Continue the run in ``out``.
-    cpus_per_node
-        CPU cores Ray reserves for each virtual node (bounds how many compute at once).
     on_round, log
         As for :func:`loladeft.training.run.train`.
 
@@ -73,7 +67,6 @@ def simulate(
             grid,
             cfg,
             out,
-            options,
             runtime="simulation",
             resume=resume,
             on_round=on_round,
@@ -81,7 +74,7 @@ def simulate(
         )
 
     backend = {
-        "client_resources": {"num_cpus": cpus_per_node, "num_gpus": 0.0},
+        "client_resources": {"num_cpus": cfg.runtime.cpus_per_node, "num_gpus": 0.0},
         "init_args": {"num_cpus": os.cpu_count() or 1, "include_dashboard": False},
     }
     flwr_logger = logging.getLogger("flwr")
@@ -93,7 +86,7 @@ def simulate(
             run_simulation(
                 server_app=server_app,
                 client_app=client_app,
-                num_supernodes=cfg.num_devices,
+                num_supernodes=cfg.scenario.num_devices,
                 backend_config=backend,
             )
     finally:

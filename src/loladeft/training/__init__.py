@@ -6,7 +6,6 @@
 - :mod:`loladeft.training.model`: the model with PEFT LoRA adapters (MiniLM offline default).
 - :mod:`loladeft.training.blocks`: LoRA parameters per block depth; truncated backward.
 - :mod:`loladeft.training.clock`: per-round device states and schedules, the simulated clock.
-- :mod:`loladeft.training.config`: :class:`~loladeft.training.config.TrainConfig`.
 - :mod:`loladeft.training.engine`: the DEFT round and the centralized step, checkpoints.
 - :mod:`loladeft.training.run`: a run with its files (``loladeft train``).
 - :mod:`loladeft.training.table1`: Table I / Fig. 7 (``loladeft reproduce table1``).

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 
 from loladeft.allocation.result import AllocationResult
+from loladeft.config import Config, build
 from loladeft.exceptions import LoladeftError
-from loladeft.training.config import TrainConfig
 
 #: Key of the centralized baseline's batch stream (devices use 0..K-1).
 _CENTRAL_KEY = 1 << 20
@@ -152,23 +152,31 @@ def full_gradient(
 
 
 def make_optimizer(
-    blocks: Sequence[Sequence[Any]], head: Sequence[Any], cfg: TrainConfig
+    blocks: Sequence[Sequence[Any]], head: Sequence[Any], cfg: Config
 ) -> tuple[Any, Any]:
     """AdamW with one parameter group per block (depth order) and one for the head, and the
-    linear warm-up / linear decay schedule over ``cfg.rounds`` steps."""
+    linear warm-up / linear decay schedule over ``cfg.train.rounds`` steps."""
     import torch
 
     groups = [{"params": list(b), "name": f"block{i + 1}"} for i, b in enumerate(blocks)]
     groups.append({"params": list(head), "name": "head"})
     opt = torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        groups,
+        lr=cfg.train.lr,
+        betas=cfg.train.betas,
+        eps=cfg.train.eps,
+        weight_decay=cfg.train.weight_decay,
     )
-    warmup = max(1, round(cfg.warmup_ratio * cfg.rounds)) if cfg.warmup_ratio > 0 else 0
+    warmup = (
+        max(1, round(cfg.train.warmup_ratio * cfg.train.rounds))
+        if cfg.train.warmup_ratio > 0
+        else 0
+    )
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        return max(0.0, (cfg.rounds - step) / max(1, cfg.rounds - warmup))
+        return max(0.0, (cfg.train.rounds - step) / max(1, cfg.train.rounds - warmup))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
@@ -234,11 +242,11 @@ class Trainer:
         Called with a one-line message for notable events (optional).
     """
 
-    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, cfg: Config, log: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.log = log or (lambda _msg: None)
         self.round = 0
-        self.sim_time = {s: 0.0 for s in cfg.clock_schemes}
+        self.sim_time = {s: 0.0 for s in cfg.train.clock_schemes}
         self.history: list[RoundLog] = []
 
     # -- setup --------------------------------------------------------------------------
@@ -254,62 +262,55 @@ class Trainer:
         """
         import torch
 
-        from loladeft.system.scenario import Scenario
         from loladeft.training.blocks import head_parameters, lora_parameters_by_depth
         from loladeft.training.clock import Clock, ModelCounts, block_costs
-        from loladeft.training.config import resolve_precision
         from loladeft.training.data import BatchStream, encode, load_task, partition_iid
-        from loladeft.training.model import LoraSettings, build_model
+        from loladeft.training.model import build_model, resolve_precision
 
         cfg = self.cfg
-        self.data = load_task(cfg.task, cfg.data_dir)
+        self.data = load_task(cfg.train.task, cfg.train.data_dir)
         task = self.data.task
         # the profile and K >= L are checked before the (slow) model load
-        profile = None if cfg.centralized else run_profile(cfg)
-        lora = LoraSettings(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-        self.model, self.tokenizer = build_model(cfg.model, task.num_labels, lora, cfg.seed)
+        profile = None if cfg.train.centralized else run_profile(cfg)
+        self.model, self.tokenizer = build_model(
+            cfg.train.model, task.num_labels, cfg.lora, cfg.train.seed
+        )
         self.blocks = lora_parameters_by_depth(self.model)
         self.head = head_parameters(self.model)
         self.params = [p for b in self.blocks for p in b] + list(self.head)
         self.num_blocks = len(self.blocks)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.train_data = encode(self.data.train, self.tokenizer, cfg.max_length)
+        self.train_data = encode(self.data.train, self.tokenizer, cfg.train.max_length)
         dev = self.data.dev if dev else ()
-        if cfg.max_eval_samples is not None:
+        if cfg.train.max_eval_samples is not None:
             from loladeft.training.data import Split
 
-            n = cfg.max_eval_samples
+            n = cfg.train.max_eval_samples
             dev = tuple(
                 Split(
                     s.text_a[:n], None if s.text_b is None else s.text_b[:n], s.labels[:n], s.source
                 )
                 for s in dev
             )
-        self.dev_data = [encode(s, self.tokenizer, cfg.max_length) for s in dev]
+        self.dev_data = [encode(s, self.tokenizer, cfg.train.max_length) for s in dev]
         self.pad_id = self.tokenizer.pad_token_id or 0
-        M = cfg.local_iterations
-        if cfg.centralized:
+        M = cfg.scenario.local_iterations
+        if cfg.train.centralized:
             rows = np.arange(len(self.train_data))
-            self.streams = [BatchStream(rows, M * cfg.batch, cfg.seed, _CENTRAL_KEY)]
+            self.streams = [BatchStream(rows, M * cfg.train.batch, cfg.train.seed, _CENTRAL_KEY)]
             self.clock = None
         else:
-            shards = partition_iid(len(self.train_data), cfg.num_devices, cfg.seed)
-            self.streams = [BatchStream(s, cfg.batch, cfg.seed, k) for k, s in enumerate(shards)]
+            shards = partition_iid(len(self.train_data), cfg.scenario.num_devices, cfg.train.seed)
+            self.streams = [
+                BatchStream(s, cfg.train.batch, cfg.train.seed, k) for k, s in enumerate(shards)
+            ]
             lora_per_block = sum(p.numel() for p in self.blocks[0])
             counts = ModelCounts(self.num_blocks, lora_per_block, sum(p.numel() for p in self.head))
-            costs = block_costs(profile, counts, cfg.batch)
-            scenario = Scenario(
-                costs,
-                num_devices=cfg.num_devices,
-                snr_db=cfg.snr_db,
-                bandwidth_hz=cfg.bandwidth_hz,
-                snr_convention=cfg.snr_convention,
-                local_iterations=M,
-            )
-            self.clock = Clock(scenario, cfg.seed)
+            costs = block_costs(profile, counts, cfg.train.batch)
+            self.clock = Clock(cfg.scenario.scenario(costs), cfg.train.seed)
         self.optimizer, self.scheduler = make_optimizer(self.blocks, self.head, cfg)
-        self.precision = resolve_precision(cfg.precision)
+        self.precision = resolve_precision(cfg.train.precision)
         self.torch_threads = torch.get_num_threads()
         return self
 
@@ -325,13 +326,13 @@ class Trainer:
         n = self.round + 1
         t0 = time.perf_counter()
         self.model.train()
-        if cfg.centralized:
+        if cfg.train.centralized:
             grads, loss = full_gradient(
                 self.model,
                 self.params,
                 self._batch(0),
                 self.precision,
-                seed=_seed(cfg.seed, _DROPOUT, n),
+                seed=_seed(cfg.train.seed, _DROPOUT, n),
             )
             apply_update(self.optimizer, self.scheduler, self.params, grads)
             log = RoundLog(n, loss, {}, {}, 0.0)
@@ -353,14 +354,14 @@ class Trainer:
     def device_update(self, n: int, depth_index: int, device: int) -> DeviceUpdate:
         """Device ``device``'s work in round ``n``: the gradient of the block at depth
         ``depth_index + 1`` over ``M`` minibatches of its own shard (Algorithm 1)."""
-        batches = [self._batch(device) for _ in range(self.cfg.local_iterations)]
+        batches = [self._batch(device) for _ in range(self.cfg.scenario.local_iterations)]
         g_block, g_head, loss = device_gradient(
             self.model,
             self.blocks[depth_index],
             self.head,
             batches,
             self.precision,
-            seed=_seed(self.cfg.seed, _DROPOUT, n, device),
+            seed=_seed(self.cfg.train.seed, _DROPOUT, n, device),
         )
         return DeviceUpdate(g_block, g_head, loss)
 
@@ -380,13 +381,13 @@ class Trainer:
         inst = self.device_states(n)
         results = {
             s: self.clock.schedule(n, s, inst)
-            for s in dict.fromkeys((cfg.scheme, *cfg.clock_schemes))
+            for s in dict.fromkeys((cfg.train.scheme, *cfg.train.clock_schemes))
         }
-        driver = results[cfg.scheme]
+        driver = results[cfg.train.scheme]
         skipped = RoundLog(
             n,
             math.nan,
-            {s: math.nan for s in cfg.clock_schemes},
+            {s: math.nan for s in cfg.train.clock_schemes},
             dict(self.sim_time),
             0.0,
             feasible=False,
@@ -413,10 +414,10 @@ class Trainer:
             head_sum = [a + b for a, b in zip(head_sum, u.head_grads, strict=True)]
         grads.extend(g / len(received) for g in head_sum)
         apply_update(self.optimizer, self.scheduler, self.params, grads)
-        latency = {s: float(results[s].latency) for s in cfg.clock_schemes}
-        if cfg.scheme in latency:
-            latency[cfg.scheme] = work.latency
-        for s in cfg.clock_schemes:
+        latency = {s: float(results[s].latency) for s in cfg.train.clock_schemes}
+        if cfg.train.scheme in latency:
+            latency[cfg.train.scheme] = work.latency
+        for s in cfg.train.clock_schemes:
             self.sim_time[s] += latency[s]
         return RoundLog(
             n, float(np.mean([u.loss for u in received])), latency, dict(self.sim_time), 0.0
@@ -475,7 +476,7 @@ class Trainer:
 
         return {
             "format": 1,
-            "config": self.cfg.to_dict(),
+            "config": self.cfg.run_dict(),
             "round": self.round,
             "sim_time": dict(self.sim_time),
             "weights": self.weights(),
@@ -509,11 +510,16 @@ class Trainer:
         except Exception as exc:
             raise ResumeError(f"resume: cannot read {path} ({type(exc).__name__})") from None
         try:  # settings added since the checkpoint was written take their defaults
-            saved = TrainConfig.from_dict(state.get("config", {})).to_dict()
+            saved = build(state.get("config", {})).run_dict()
         except LoladeftError as exc:
             raise ResumeError(f"resume: {path}: {exc}") from None
-        now = self.cfg.to_dict()
-        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        now = self.cfg.run_dict()
+        diff = sorted(
+            f"{table}.{k}"
+            for table in now
+            for k in set(saved[table]) | set(now[table])
+            if saved[table].get(k) != now[table].get(k)
+        )
         if diff:
             raise ResumeError(
                 f"resume: {path} was written with different settings ({', '.join(diff)}); "
@@ -541,7 +547,7 @@ def _seed(*parts: int) -> int:
     )
 
 
-def run_profile(cfg: TrainConfig) -> Any:
+def run_profile(cfg: Config) -> Any:
     """The profile of a DEFT run (``--profile`` or the model's builtin), checked against
     its ``K`` devices.
 
@@ -553,12 +559,12 @@ def run_profile(cfg: TrainConfig) -> Any:
     from loladeft.profiling.profile import load_profile
     from loladeft.system.scenario import InvalidScenarioError
 
-    profile = load_profile(cfg.profile or default_profile(cfg.model))
-    if cfg.num_devices < profile.num_blocks:
+    profile = load_profile(cfg.scenario.profile or default_profile(cfg.train.model))
+    if cfg.scenario.num_devices < profile.num_blocks:
         raise InvalidScenarioError(
             "num_devices",
-            f"K = {cfg.num_devices} is smaller than the L = {profile.num_blocks} blocks of "
-            "the model",
+            f"K = {cfg.scenario.num_devices} is smaller than the L = {profile.num_blocks} "
+            "blocks of the model",
         )
     return profile
 

@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loladeft._hf import quiet
+from loladeft.config import LoraSettings
 from loladeft.exceptions import LoladeftError
 
 
@@ -24,26 +24,18 @@ class ModelError(LoladeftError, ValueError):
     """A model name, folder or LoRA setting that cannot be used."""
 
 
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyperparameters (PEFT ``LoraConfig``).
+def resolve_precision(precision: str) -> str:
+    """``fp32`` or ``bf16``: ``auto`` becomes bf16 where the CPU has native bf16 arithmetic."""
+    if precision != "auto":
+        return precision
+    import torch
 
-    Attributes
-    ----------
-    r
-        Rank (paper: 8).
-    alpha
-        Scaling numerator ``lora_alpha`` (update scaled by ``alpha / r``).
-    dropout
-        Dropout on the LoRA input.
-    targets
-        Module names in every transformer layer that get adapters (paper: query, value).
-    """
-
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.1
-    targets: tuple[str, ...] = ("query", "value")
+    cpu = torch.cpu
+    native = any(
+        getattr(cpu, name, lambda: False)()
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    return "bf16" if native else "fp32"
 
 
 def model_path(name: str) -> str:

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from loladeft.config import Config
 from loladeft.exceptions import LoladeftError
 from loladeft.results import write_manifest as write_manifest_file
-from loladeft.training.config import TrainConfig
 
 CSV_COLUMNS = (
     "round",
@@ -67,22 +67,22 @@ def _fmt(x: float | None) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else repr(float(x))
 
 
-def metric_rows(cfg: TrainConfig, history: list[Any]) -> list[dict[str, str]]:
+def metric_rows(cfg: Config, history: list[Any]) -> list[dict[str, str]]:
     """The ``metrics.csv`` rows of a run's history."""
     from loladeft.training.metrics import MAIN_METRIC
 
-    main = MAIN_METRIC[cfg.task]
+    main = MAIN_METRIC[cfg.train.task]
     rows = []
     for h in history:
-        schemes = cfg.clock_schemes or ("centralized",)
+        schemes = cfg.train.clock_schemes or ("centralized",)
         for s in schemes:
             rows.append(
                 {
                     "round": str(h.round),
                     "scheme": s,
-                    "mode": cfg.mode,
-                    "sim_time_s": _fmt(h.sim_time.get(s)) if not cfg.centralized else "",
-                    "round_latency_s": _fmt(h.latency.get(s)) if not cfg.centralized else "",
+                    "mode": cfg.train.mode,
+                    "sim_time_s": _fmt(h.sim_time.get(s)) if not cfg.train.centralized else "",
+                    "round_latency_s": _fmt(h.latency.get(s)) if not cfg.train.centralized else "",
                     "train_loss": _fmt(h.train_loss),
                     "metric": _fmt(h.metrics.get(main)) if h.metrics else "",
                     "metric_name": main,
@@ -94,7 +94,7 @@ def metric_rows(cfg: TrainConfig, history: list[Any]) -> list[dict[str, str]]:
     return rows
 
 
-def write_metrics(path: Path, cfg: TrainConfig, history: list[Any]) -> None:
+def write_metrics(path: Path, cfg: Config, history: list[Any]) -> None:
     """Rewrite ``metrics.csv`` atomically from the history."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -120,18 +120,18 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
     clock = trainer.clock
     manifest = {
         "command": "loladeft train",
-        "mode": cfg.mode,
+        "mode": cfg.train.mode,
         "mode_note": {
             "separate": "one training run with this scheme's allocations and clock",
             "shared-trajectory": (
-                f"one training run whose data was routed by {cfg.scheme}'s allocations, replayed "
-                "on each listed scheme's clock over the same per-round device states"
+                f"one training run whose data was routed by {cfg.train.scheme}'s allocations, "
+                "replayed on each listed scheme's clock over the same per-round device states"
             ),
             "centralized": "centralized PEFT baseline; no edge clock",
-        }[cfg.mode],
-        "driver": None if cfg.centralized else cfg.scheme,
-        "clock_schemes": list(cfg.clock_schemes),
-        "config": cfg.to_dict(),
+        }[cfg.train.mode],
+        "driver": None if cfg.train.centralized else cfg.train.scheme,
+        "clock_schemes": list(cfg.train.clock_schemes),
+        "config": cfg.run_dict(),
         "task": {
             "name": trainer.data.task.name,
             "train_rows": len(trainer.data.train),
@@ -144,7 +144,7 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
             "head_params": sum(p.numel() for p in trainer.head),
             "head_training": "every scheduled device uploads its head gradient with its block's; "
             "the server averages the L head gradients (S counts both)",
-            "centralized_batch": cfg.local_iterations * cfg.batch,
+            "centralized_batch": cfg.scenario.local_iterations * cfg.train.batch,
         },
         "scenario": None if clock is None else clock.scenario.describe(),
         "precision": trainer.precision,
@@ -154,7 +154,7 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
     write_manifest_file(path, manifest, PACKAGES)
 
 
-def plot_metrics(path: Path, cfg: TrainConfig, history: list[Any]) -> None:
+def plot_metrics(path: Path, cfg: Config, history: list[Any]) -> None:
     """Metric against simulated time (minutes) per clock scheme, or against step."""
     import matplotlib
 
@@ -163,10 +163,10 @@ def plot_metrics(path: Path, cfg: TrainConfig, history: list[Any]) -> None:
 
     from loladeft.training.metrics import MAIN_METRIC
 
-    main = MAIN_METRIC[cfg.task]
+    main = MAIN_METRIC[cfg.train.task]
     evals = [h for h in history if h.metrics]
     fig, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
-    if cfg.centralized:
+    if cfg.train.centralized:
         ax.plot(
             [h.round for h in evals],
             [h.metrics[main] for h in evals],
@@ -176,7 +176,7 @@ def plot_metrics(path: Path, cfg: TrainConfig, history: list[Any]) -> None:
         )
         ax.set_xlabel("optimizer step")
     else:
-        for s in cfg.clock_schemes:
+        for s in cfg.train.clock_schemes:
             ax.plot(
                 [h.sim_time[s] / 60 for h in evals],
                 [h.metrics[main] for h in evals],
@@ -186,7 +186,9 @@ def plot_metrics(path: Path, cfg: TrainConfig, history: list[Any]) -> None:
             )
         ax.set_xlabel("simulated time (min)")
     ax.set_ylabel(f"dev {main}")
-    ax.set_title(f"{cfg.task.upper()} · {cfg.model} · mode: {cfg.mode}", fontsize=9)
+    ax.set_title(
+        f"{cfg.train.task.upper()} · {cfg.train.model} · mode: {cfg.train.mode}", fontsize=9
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=130)
@@ -194,13 +196,13 @@ def plot_metrics(path: Path, cfg: TrainConfig, history: list[Any]) -> None:
 
 
 def train(
-    cfg: TrainConfig,
+    cfg: Config,
     out: str | Path,
     *,
     resume: bool = False,
     on_round: Callable[[Any, Any], None] | None = None,
     log: Callable[[str], None] | None = None,
-    make_trainer: Callable[[TrainConfig, Callable[[str], None] | None], Any] | None = None,
+    make_trainer: Callable[[Config, Callable[[str], None] | None], Any] | None = None,
     manifest: Callable[[Any], dict[str, Any]] | None = None,
 ) -> Any:
     """Run (or resume) a fine-tuning run writing its files into ``out``.
@@ -245,7 +247,7 @@ def train(
     if resume and ckpt.exists():
         trainer.load(ckpt)
         resumed_from = trainer.round
-    every = cfg.checkpoint_every or cfg.eval_every
+    every = cfg.train.checkpoint_every or cfg.train.eval_every
     setup_s = time.perf_counter() - t0
     if trainer.round == 0 and not trainer.history:
         from loladeft.training.engine import RoundLog
@@ -260,12 +262,12 @@ def train(
         return {} if manifest is None else manifest(trainer)
 
     write_manifest(out / "manifest.json", trainer, {**extra, **more(), "finished": False})
-    while trainer.round < cfg.rounds:
+    while trainer.round < cfg.train.rounds:
         rec = trainer.step()
-        if rec.round % cfg.eval_every == 0 or rec.round == cfg.rounds:
+        if rec.round % cfg.train.eval_every == 0 or rec.round == cfg.train.rounds:
             rec.metrics = trainer.evaluate()
         write_metrics(out / "metrics.csv", cfg, trainer.history)
-        if rec.round % every == 0 or rec.round == cfg.rounds:
+        if rec.round % every == 0 or rec.round == cfg.train.rounds:
             trainer.save(ckpt)
         if on_round is not None:
             on_round(trainer, rec)
