@@ -264,7 +264,7 @@ def test_workers_are_capped_at_the_number_of_points(costs, monkeypatch):
     real = multiprocessing.get_context()
 
     class Recording:
-        def Pool(self, processes, **kw):  # noqa: N802 - the multiprocessing name
+        def Pool(self, processes, **kw):
             started.append(processes)
             return real.Pool(processes, **kw)
 
