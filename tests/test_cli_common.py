@@ -54,6 +54,12 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, argv, message):
     assert "╭" not in err + out and "Usage:" not in err
 
 
+def test_task_names_are_case_insensitive(tmp_path):
+    res = runner.invoke(app, ["train", "--task", "MRPC", "--print-config"])
+    assert res.exit_code == 0, res.output
+    assert tomllib.loads(res.stdout)["train"]["task"] == "mrpc"
+
+
 def test_version(capsys):
     code, out, _ = run_main(capsys, "--version")
     assert code == 0 and out == f"loladeft {metadata.version('loladeft')}\n"
@@ -115,6 +121,8 @@ def test_options_take_help_default_and_bounds_from_the_config():
     [
         (("train",), "scheme", {"jbba", "ba", "centralized"}),
         (("train",), "precision", {"auto", "fp32", "bf16"}),
+        (("train",), "task", {"mrpc", "rte", "sst2", "mnli"}),
+        (("flower", "local"), "task", {"mrpc", "qqp"}),
         (("simulate",), "snr_convention", {"transmit", "received"}),
         (("simulate",), "experiment", {"fig5", "fig6", "fig8", "all"}),
         (("profile",), "dtype", {"fp32", "bf16", "fp16"}),

@@ -8,18 +8,20 @@ The options of one training run are defined here once and shared by ``loladeft f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from loladeft.cli._common import ConfigFile, PrintConfig, fail, load, option, split
 from loladeft.config import Config, Precision, TrainScheme
 from loladeft.exceptions import LoladeftError
+from loladeft.training.data import TASKS
 
 #: The tables a training run reads, for ``--print-config``.
 TABLES = ("scenario", "lora", "train")
 
-Task = Annotated[str | None, option("train.task")]
+TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
+Task = Annotated[TaskName | None, option("train.task", case_sensitive=False)]
 Scheme = Annotated[TrainScheme | None, option("train.scheme")]
 Devices = Annotated[int | None, option("scenario.num_devices", "--devices", "-K")]
 Rounds = Annotated[int | None, option("train.rounds")]
