@@ -207,12 +207,12 @@ def _flag_names(message: str) -> str:
 
 def _check_ready(cfg: Any) -> None:
     """Fail fast, before any process starts, on settings the ServerApp would reject."""
+    from loladeft.models import model_source
     from loladeft.training.data import load_task
     from loladeft.training.engine import run_profile
-    from loladeft.training.model import model_path
 
     load_task(cfg.train.task, cfg.train.data_dir)
-    model_path(cfg.train.model)
+    model_source(cfg.train.model)
     run_profile(cfg)
 
 
