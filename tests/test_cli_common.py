@@ -167,3 +167,11 @@ def test_profile_takes_the_model_familys_lora_targets_unless_given(tmp_path, mon
         res = runner.invoke(app, ["profile", "--model", "tiny-llama", "--no-timing", *extra])
         assert res.exit_code == 2 and "stop here" in res.stderr
     assert seen == [None, ("q_proj",), ("k_proj",)]
+
+
+def test_flower_local_is_secure_unless_insecure():
+    for extra, insecure in (([], False), (["--insecure"], True), (["--cold"], False)):
+        res = runner.invoke(app, ["flower", "local", *extra, "--print-config"])
+        assert res.exit_code == 0, res.output
+        runtime = tomllib.loads(res.stdout)["runtime"]
+        assert runtime["insecure"] is insecure and runtime["warm"] is ("--cold" not in extra)
