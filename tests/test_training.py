@@ -23,7 +23,6 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("sklearn")
 
-from loladeft.config import load_config  # noqa: E402
 from loladeft.training.engine import Trainer, device_gradient, full_gradient  # noqa: E402
 from loladeft.training.metrics import task_metrics  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
@@ -369,52 +368,10 @@ def test_cli_modules_do_not_import_torch():
     import sys
 
     code = (
-        "import sys, loladeft.cli.app, loladeft.training.run, loladeft.training.table1; "
+        "import sys, loladeft.cli.app, loladeft.training.run, loladeft.experiments.table1; "
         "sys.exit(int(any(m in sys.modules for m in ('torch', 'transformers', 'peft'))))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
-def test_table1_times_to_90_percent_of_centralized(tmp_path):
-    from loladeft.training.run import CSV_COLUMNS
-    from loladeft.training.table1 import run_table1
-
-    def fake_run(cfg, folder, label):
-        """Write the metrics.csv a run would: centralized best 0.80 -> target 0.72."""
-        folder.mkdir(parents=True)
-        if cfg.train.centralized:
-            curves = {"centralized": [(None, 0.5), (None, 0.8), (None, 0.7)]}
-        else:
-            curves = {
-                "comm-aware": [(0, 0.5), (100, 0.6), (200, 0.75)],
-                "ba": [(0, 0.5), (60, 0.72), (120, 0.8)],
-                "jbba": [(0, 0.5), (50, 0.7), (100, 0.9)],
-            }
-        with (folder / "metrics.csv").open("w") as fh:
-            w = csv.DictWriter(fh, CSV_COLUMNS)
-            w.writeheader()
-            for scheme, pts in curves.items():
-                for i, (t, m) in enumerate(pts):
-                    w.writerow(
-                        {
-                            "round": i,
-                            "scheme": scheme,
-                            "sim_time_s": "" if t is None else t,
-                            "metric": m,
-                            "metric_name": "accuracy",
-                        }
-                    )
-
-    base = load_config(None, {"train.task": "mrpc", "train.rounds": 2, "train.precision": "fp32"})
-    rows = run_table1(base, ["mrpc"], tmp_path, shared=True, run=fake_run)
-    got = {r.scheme: r for r in rows}
-    assert got["comm-aware"].target == pytest.approx(0.72)
-    assert got["comm-aware"].minutes_to_target == pytest.approx(200 / 60)
-    assert got["ba"].minutes_to_target == pytest.approx(1.0)  # 0.72 reached exactly at 60 s
-    assert got["jbba"].reduction_vs_comm_aware == pytest.approx(0.5)
-    assert got["jbba"].paper_minutes == 5.12
-    assert (tmp_path / "table1.md").read_text().count("| mrpc |") == 3
-    assert (tmp_path / "fig7_mrpc.png").is_file()
 
 
 def test_auto_precision_resolves_to_a_supported_one(tiny):

