@@ -512,3 +512,31 @@ def test_minilm_six_blocks_train_on_three_devices(tmp_path):
     rows = read_metrics(out / "metrics.csv")
     assert [r["round"] for r in rows] == ["0", "1", "2"]
     assert all(math.isfinite(float(r["train_loss"])) for r in rows[1:])
+
+
+def test_simulator_scenario_groups_the_profiles_layers():
+    """``loladeft simulate`` reads the same settings: its scenario groups the profile's layers
+    (d, b of the deepest, S summed) and its instances carry the multi-block settings."""
+    from loladeft.config import load_config
+    from loladeft.experiments.simulate import base_scenario, load_block_costs
+    from loladeft.system.scenario import InvalidScenarioError
+
+    layers = load_block_costs("roberta-base")
+    cfg = load_config(
+        None,
+        {
+            "scenario.layers_per_block": 4,
+            "scenario.num_devices": 2,
+            "scenario.max_blocks_per_device": 2,
+            "scenario.extra_block_memory_gb": 0.5,
+        },
+    )
+    sc = base_scenario(cfg)
+    assert sc.num_blocks == layers.num_blocks // 4 == 3
+    np.testing.assert_array_equal(sc.costs.flops, layers.flops[[3, 7, 11]])
+    np.testing.assert_array_equal(sc.costs.block_memory, layers.block_memory[[3, 7, 11]])
+    assert sc.costs.block_bits == 4 * layers.block_bits
+    inst = sc.sample(1, 0).instance(0)
+    assert (inst.num_devices, inst.max_blocks_per_device, inst.extra_block_memory) == (2, 2, 5e8)
+    with pytest.raises(InvalidScenarioError, match="layers_per_block: 5 does not divide the 12"):
+        base_scenario(cfg.updated({"scenario.layers_per_block": 5}))

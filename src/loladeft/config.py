@@ -163,13 +163,26 @@ class ScenarioSettings(_Table):
         """The instance's ``extra_block_memory`` in bytes (the unit of ``b(l)``; GB = 1e9)."""
         return self.extra_block_memory_gb * 1e9
 
-    def scenario(self, costs: Any, **changes: Any) -> Any:
+    def scenario(self, costs: Any, *, grouped: bool = False, **changes: Any) -> Any:
         """The :class:`~loladeft.system.scenario.Scenario` of these settings over the block
         costs ``costs`` (``changes`` override single parameters, e.g. a sweep's x value).
 
-        ``costs`` are per block: with ``layers_per_block > 1`` the caller groups the
-        profile's layers first (:func:`loladeft.training.clock.block_costs`)."""
-        from loladeft.system.scenario import Scenario
+        ``costs`` are the profile's, one entry per layer; with ``layers_per_block > 1`` they
+        are grouped here (:func:`loladeft.system.grouping.group_block_costs`: ``d`` and ``b``
+        of the group's deepest layer, ``S`` summed). ``grouped=True``: ``costs`` are per
+        block already (the training clock, which counts ``S`` on the grouped model,
+        :func:`loladeft.training.clock.block_costs`)."""
+        from loladeft.system.scenario import InvalidScenarioError, Scenario
+
+        g = self.layers_per_block
+        if g > 1 and not grouped:
+            from loladeft.system.grouping import group_block_costs
+
+            if costs.num_blocks % g:
+                raise InvalidScenarioError(
+                    "layers_per_block", f"{g} does not divide the {costs.num_blocks} layers"
+                )
+            costs = group_block_costs(costs, costs.num_blocks // g)
 
         params = dict(
             num_devices=self.num_devices,

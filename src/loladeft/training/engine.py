@@ -398,7 +398,7 @@ class Trainer:
             lora_per_block = sum(p.numel() for p in self.blocks[0])
             counts = ModelCounts(self.num_blocks, lora_per_block, sum(p.numel() for p in self.head))
             costs = block_costs(profile, counts, cfg.train.batch, cfg.scenario.layers_per_block)
-            self.clock = Clock(cfg.scenario.scenario(costs), cfg.train.seed)
+            self.clock = Clock(cfg.scenario.scenario(costs, grouped=True), cfg.train.seed)
         self.optimizer, self.scheduler = make_optimizer(self.blocks, self.head, cfg)
         self.precision = resolve_precision(cfg.train.precision)
         self.torch_threads = torch.get_num_threads()
