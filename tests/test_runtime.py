@@ -27,7 +27,8 @@ pytest.importorskip("flwr")
 
 from flower_fakes import FakeGrid  # noqa: E402
 from loladeft.runtime import protocol  # noqa: E402
-from loladeft.runtime.server import FlowerTrainer, RuntimeOptionError, RuntimeOptions  # noqa: E402
+from loladeft.exceptions import FieldError  # noqa: E402
+from loladeft.runtime.server import FlowerTrainer, RuntimeOptions  # noqa: E402
 from loladeft.training.config import TrainConfig  # noqa: E402
 from loladeft.training.engine import Trainer  # noqa: E402
 from tiny import tiny_config  # noqa: E402
@@ -240,7 +241,7 @@ def test_check_gradient_accepts_exact_and_reports_norm():
     ],
 )
 def test_runtime_options_are_checked(field, value, words):
-    with pytest.raises(RuntimeOptionError, match=words.replace("(", r"\(")):
+    with pytest.raises(FieldError, match=words.replace("(", r"\(")):
         RuntimeOptions(**{field: value})
 
 
@@ -258,7 +259,7 @@ def test_app_config_defaults_are_the_runtime_defaults():
 
 
 def test_device_state_from_node_config_or_the_scenario(tiny):
-    from loladeft.runtime.device import NodeConfigError, device_state
+    from loladeft.runtime.device import device_state
 
     cfg = _cfg(tiny)
     trainer = Trainer(cfg).setup()
@@ -277,7 +278,7 @@ def test_device_state_from_node_config_or_the_scenario(tiny):
         ({"compute-factor": "x", "memory-gb": 1}, "must be numbers"),
         ({"num-partitions": K + 1}, "does not fit the run's K = 5"),
     ]:
-        with pytest.raises(NodeConfigError, match=words):
+        with pytest.raises(FieldError, match=words):
             device_state(cfg, {"partition-id": 0, "num-partitions": K, **bad}, 4)
 
 
