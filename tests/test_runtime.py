@@ -26,8 +26,8 @@ pytest.importorskip("peft")
 pytest.importorskip("flwr")
 
 from flower_fakes import FakeGrid  # noqa: E402
-from loladeft.runtime import protocol  # noqa: E402
 from loladeft.exceptions import FieldError  # noqa: E402
+from loladeft.runtime import protocol  # noqa: E402
 from loladeft.runtime.server import FlowerTrainer, RuntimeOptions  # noqa: E402
 from loladeft.training.config import TrainConfig  # noqa: E402
 from loladeft.training.engine import Trainer  # noqa: E402

@@ -59,7 +59,7 @@ MaxGradNorm = Annotated[
 
 _RUNTIME_OPTIONS = ("round_timeout", "straggler_prob", "deadline_factor", "max_grad_norm")
 #: Options of ``local`` that say how to launch, not what to run.
-_LAUNCH = ("out", "resume", "tls", "auth", "warm", "timeout")
+_LAUNCH = ("out", "resume", "insecure", "warm", "timeout")
 
 
 def _settings(nodes: int, data_dir: Path | None, **kw: Any) -> tuple[Any, Any]:
@@ -150,11 +150,13 @@ def local(
     straggler_prob: StragglerProb = 0.0,
     deadline_factor: DeadlineFactor = 2.0,
     max_grad_norm: MaxGradNorm = 1e4,
-    tls: Annotated[
-        bool, typer.Option("--tls/--insecure", help="TLS on every link (certificates made).")
-    ] = False,
-    auth: Annotated[
-        bool, typer.Option("--auth/--no-auth", help="SuperNode authentication (keys made).")
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="No TLS and no SuperNode authentication (both on by default: certificates "
+            "and node keys are made).",
+        ),
     ] = False,
     warm: Annotated[
         bool,
@@ -181,8 +183,8 @@ def local(
             cfg,
             out.resolve(),
             options,
-            tls=tls,
-            auth=auth,
+            tls=not insecure,
+            auth=not insecure,
             warm=warm,
             resume=resume,
             timeout=timeout,
@@ -219,8 +221,8 @@ def run_local(
     out: Path,
     options: Any,
     *,
-    tls: bool = False,
-    auth: bool = False,
+    tls: bool = True,
+    auth: bool = True,
     warm: bool = True,
     resume: bool = False,
     timeout: float = 3600,

@@ -96,10 +96,10 @@ class FederationSpec:
         ``{"partition-id": i, "num-partitions": nodes}``.
     tls
         TLS on every link (SuperLink APIs and each SuperNode's Runtime API), with
-        certificates generated into the private home.
+        certificates generated into the private home (default on).
     auth
         SuperNode authentication: one key pair per node, each public key registered with
-        the SuperLink before the node starts. Implies ``tls``.
+        the SuperLink before the node starts. Needs ``tls``; default: as ``tls``.
     fast_poll
         Start SuperNodes through :mod:`loladeft.runtime.supernode` (short idle polling)
         and shorten the SuperExec task polling.
@@ -113,8 +113,8 @@ class FederationSpec:
 
     nodes: int
     node_configs: list[dict[str, ConfigValue]] | None = None
-    tls: bool = False
-    auth: bool = False
+    tls: bool = True
+    auth: bool | None = None
     fast_poll: bool = True
     warm: bool = False
     env: dict[str, str] | None = None
@@ -126,8 +126,10 @@ class FederationSpec:
             raise FederationError(
                 f"node_configs has {len(self.node_configs)} entries for {self.nodes} nodes"
             )
-        if self.auth:
-            self.tls = True  # Flower refuses node authentication without TLS
+        if self.auth is None:
+            self.auth = self.tls
+        if self.auth and not self.tls:
+            raise FederationError("auth: SuperNode authentication needs tls")
         if self.warm:
             self.fast_poll = True  # the warm executor is started by loladeft's entry point
 

@@ -287,7 +287,11 @@ def read_result(content: Any) -> tuple[tuple[int, int, int], float, float]:
     """
 
     def read(result: Any) -> tuple[tuple[int, int, int], float, float]:
-        got = (_integer(result, "round"), _integer(result, "depth"), _integer(result, "partition-id"))
+        got = (
+            _integer(result, "round"),
+            _integer(result, "depth"),
+            _integer(result, "partition-id"),
+        )
         return got, _real(result, "loss", -math.inf), _real(result, "seconds", 0.0)
 
     return _fields(content, RESULT, read)
