@@ -1,6 +1,7 @@
 """``loladeft flower``: DEFT on Flower, in its simulation runtime or a local deployment.
 
-``loladeft flower simulate``  K virtual nodes (Ray actors) in this process;
+``loladeft flower virtual``   K virtual nodes (Flower's simulation runtime, Ray actors) in this
+                              process;
 ``loladeft flower local``     a whole federation on 127.0.0.1: its own SuperLink and ``N``
                               SuperNodes (free ports, a private ``FLWR_HOME``), stopped at the
                               end whatever happens.
@@ -74,8 +75,8 @@ def _settings(nodes: int, data_dir: Path | None, **kw: Any) -> tuple[Any, Any]:
     return cfg, options
 
 
-@app.command("simulate")
-def simulate(
+@app.command("virtual")
+def virtual(
     task: Task,
     nodes: Annotated[int, typer.Option(help="K virtual nodes (devices).")] = 20,
     scheme: Scheme = "jbba",
@@ -99,7 +100,8 @@ def simulate(
         float, typer.Option(help="CPU cores Ray reserves per virtual node.")
     ] = 1.0,
 ) -> None:
-    """DEFT on K virtual Flower nodes (simulation runtime); writes loladeft train's files."""
+    """DEFT on K virtual Flower nodes (Flower's simulation runtime, not the Monte-Carlo
+    `loladeft simulate`); writes loladeft train's files."""
     settings = {k: v for k, v in locals().items() if k not in ("out", "resume", "cpus_per_node")}
     from loladeft.cli.train import run_with_progress
 
@@ -111,9 +113,9 @@ def simulate(
         fail(_flag_names(str(exc)))
 
     def runner(cfg: Any, out: Path, *, resume: bool, on_round: Any, log: Any) -> Any:
-        from loladeft.runtime.simulation import simulate as run_simulation
+        from loladeft.runtime.virtual import run_virtual
 
-        return run_simulation(
+        return run_virtual(
             cfg,
             out,
             options,

@@ -18,14 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import FederationError
 
 #: The Flower app folder (``flwr run <APP_DIR> <federation>``).
 APP_DIR = Path(__file__).parent / "flower_app"
-
-
-class DeploymentError(LoladeftError, RuntimeError):
-    """The federation did not come up or the run did not finish."""
 
 
 def with_absolute_paths(cfg: Any) -> Any:
@@ -86,10 +82,12 @@ def deploy(
 
     Raises
     ------
-    DeploymentError
-        The run did not finish; the message holds its status and the last lines of its log.
+    FederationError
+        The federation did not come up or the run did not finish; the message holds its
+        status and the last lines of its log.
     """
-    from loladeft.runtime.federation import LocalFederation, write_run_config
+    from loladeft.runtime.federation import LocalFederation
+    from loladeft.runtime.flwr_cli import write_run_config
 
     # every node computes at once: give each its share of the cores, as Ray gives each
     # virtual node in simulation (torch's default, all cores per process, oversubscribes)
@@ -118,7 +116,7 @@ def deploy(
     if outcome is None or not outcome.ok:
         status = "no outcome" if outcome is None else f"{outcome.status} {outcome.details}"
         tail = "" if outcome is None else " | ".join(outcome.output.strip().splitlines()[-3:])
-        raise DeploymentError(f"flower run: {status.strip()}; see {out}/flower-logs ({tail})")
+        raise FederationError(f"flower run: {status.strip()}; see {out}/flower-logs ({tail})")
     return outcome
 
 
