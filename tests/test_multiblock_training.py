@@ -472,7 +472,8 @@ def test_failed_multiblock_device_blocks_move_together(tiny):
 
 def test_node_refuses_a_bad_block_list():
     pytest.importorskip("flwr")
-    from loladeft.runtime.device import NodeConfigError, carried_depths
+    from loladeft.exceptions import FieldError
+    from loladeft.runtime.device import carried_depths
 
     assert carried_depths({"depth": 2}, 3, 1) == [2]
     assert carried_depths({"depth": 3, "depths": [1, 3]}, 3, 2) == [1, 3]
@@ -484,7 +485,7 @@ def test_node_refuses_a_bad_block_list():
         ({"depth": 2, "depths": [1, 3]}, "not the deepest"),
         ({"depth": 1, "depths": []}, "blocks"),
     ]:
-        with pytest.raises(NodeConfigError, match=words):
+        with pytest.raises(FieldError, match=words):
             carried_depths(deft, 3, 2)
 
 
