@@ -152,13 +152,15 @@ def solve(
     InvalidInstanceError
         Malformed instance. UnknownSchemeError: unknown scheme name.
     UnsupportedInstanceError
-        The scheme does not accept this instance (``crunch`` on a non-monotone one).
+        The scheme does not accept this instance (``crunch`` on a non-monotone one; any
+        scheme but ``jbba``, ``ba`` and ``milp`` with ``max_blocks_per_device > 1``).
     """
     spec = get_scheme(scheme)
     inst = instance if isinstance(instance, Instance) else Instance.from_mapping(instance)
+    function, explain = _multiblock(spec, inst)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
-    solution = spec.function(inst, rng=rng, **options)
+    solution = function(inst, rng=rng, **options)
     seconds = time.perf_counter() - start
     if solution is None:
         return AllocationResult(
@@ -169,7 +171,7 @@ def solve(
             bandwidth=None,
             device_latency=None,
             solve_seconds=seconds,
-            reason=memory_infeasibility(inst) or "no memory-feasible allocation",
+            reason=explain(inst) or "no memory-feasible allocation",
         )
     assignment = np.asarray(solution.assignment, dtype=np.intp)
     bandwidth = np.asarray(solution.bandwidth, dtype=float)
@@ -185,3 +187,15 @@ def solve(
         iterations=solution.iterations,
         extra=dict(solution.extra),
     )
+
+
+def _multiblock(
+    spec: Scheme, inst: Instance
+) -> tuple[SchemeFunction, Callable[[Instance], str | None]]:
+    """The scheme function and infeasibility explanation for this instance: the paper's,
+    or with ``max_blocks_per_device > 1`` those of :mod:`.multiblock` (issue 13)."""
+    if inst.max_blocks_per_device == 1:
+        return spec.function, memory_infeasibility
+    from loladeft.allocation.multiblock import multiblock_infeasibility, multiblock_scheme
+
+    return multiblock_scheme(spec.name), multiblock_infeasibility

@@ -17,7 +17,14 @@ from loladeft.cli._common import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, fail
 from loladeft.exceptions import LoladeftError
 from loladeft.system.instance import Instance
 
-_SCHEME_HELP = "Scheme: " + ", ".join(f"{n} ({s.problem})" for n, s in SCHEMES.items()) + "."
+_SCHEME_HELP = (
+    "Scheme: "
+    + ", ".join(f"{n} ({s.problem})" for n, s in SCHEMES.items())
+    + ". With max_blocks_per_device > 1 in the instance (multi-block devices): jbba solves"
+    " P2' and is NOT exact (its JSON says exact: false); ba solves P1' (B/L per carried block),"
+    " exact on monotone instances with extra_block_memory = 0, else exact: false; milp solves"
+    " P1' exactly; the other schemes refuse such instances."
+)
 
 
 def solve(
@@ -31,6 +38,8 @@ def solve(
     """Solve instance files: which device computes which block, and with how much bandwidth.
 
     Exit code: 2 if any file is malformed, else 3 if any is infeasible, else 0.
+
+    Multi-block devices: results carry "exact" (jbba: exact: false); see --scheme.
     """
     try:
         get_scheme(scheme)

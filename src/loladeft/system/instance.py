@@ -8,10 +8,17 @@ The JSON instance file is the contract shared by every loladeft tool::
       "device_memory":       K numbers,             # available memory b̂_k of device k
       "spectral_efficiency": K numbers,             # r_k > 0, bit/s/Hz (eq. 4)
       "block_bits":          number,                # S > 0, bits uploaded per block
-      "bandwidth":           number                 # B > 0, Hz
+      "bandwidth":           number,                # B > 0, Hz
+      "max_blocks_per_device": integer,             # optional, >= 1, default 1
+      "extra_block_memory":  number                 # optional, >= 0, default 0
     }
 
-Other keys are allowed and ignored (device names, comments...).
+Other keys are allowed and ignored (device names, comments...). The two optional keys
+generalise the paper's model to *multi-block devices* (issue 13, not in the paper): a device
+may carry up to ``max_blocks_per_device`` blocks, and each carried block beyond its deepest
+adds ``extra_block_memory`` to its memory need. Missing keys mean the paper's model (one
+block per device, ``L <= K``); the equations are in
+:func:`loladeft.system.latency.multiblock_device_latency`.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from loladeft.exceptions import InvalidInstanceError
-from loladeft.system.latency import device_latency, upload_latency
+from loladeft.system.latency import device_latency, multiblock_device_latency, upload_latency
 
 FIELDS = ("J", "block_memory", "device_memory", "spectral_efficiency", "block_bits", "bandwidth")
+#: Optional keys of the multi-block generalisation and their defaults (the paper's model).
+MULTIBLOCK_DEFAULTS: dict[str, Any] = {"max_blocks_per_device": 1, "extra_block_memory": 0.0}
 
 
 def _array(name: str, value: Any, ndim: int) -> NDArray[np.float64]:
@@ -94,6 +103,31 @@ def _number(name: str, value: Any) -> float:
     return x
 
 
+def _blocks_per_device(value: Any) -> int:
+    """``max_blocks_per_device``: an integer >= 1 (an integral float such as 2.0 is accepted)."""
+    name = "max_blocks_per_device"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInstanceError(name, f"must be an integer >= 1, got {_kind(value)}")
+    if not (math.isfinite(value) and float(value).is_integer()):
+        raise InvalidInstanceError(name, f"must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise InvalidInstanceError(name, f"must be >= 1, got {int(value)}")
+    return int(value)
+
+
+def _extra_memory(value: Any) -> float:
+    """``extra_block_memory``: a finite number >= 0."""
+    name = "extra_block_memory"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInstanceError(name, f"must be a number >= 0, got {_kind(value)}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise InvalidInstanceError(name, f"must be finite, got {x}")
+    if x < 0:
+        raise InvalidInstanceError(name, f"must be >= 0, got {x:g}")
+    return x
+
+
 def _first_bad(arr: NDArray[np.float64], ok: NDArray[np.bool_]) -> str:
     idx = np.unravel_index(int(np.argmin(ok)), arr.shape)
     where = "".join(f"[{i}]" for i in idx)
@@ -129,6 +163,13 @@ class Instance:
         ``S > 0``, bits uploaded per block (eq. 5).
     bandwidth
         ``B > 0``, total uplink bandwidth in Hz.
+    max_blocks_per_device
+        Most blocks one device may carry in a round (default 1: the paper's model, C2).
+        Above 1, a device carrying blocks ``A_k`` computes to depth ``max A_k`` once and
+        uploads ``|A_k|`` gradients (:func:`~loladeft.system.latency.multiblock_device_latency`).
+    extra_block_memory
+        Memory each carried block beyond the deepest adds (default 0, same unit as
+        ``block_memory``).
 
     Raises
     ------
@@ -149,6 +190,8 @@ class Instance:
     spectral_efficiency: NDArray[np.float64]
     block_bits: float
     bandwidth: float
+    max_blocks_per_device: int = 1
+    extra_block_memory: float = 0.0
     is_monotone: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -162,8 +205,15 @@ class Instance:
         for name, arr in (("device_memory", mem), ("spectral_efficiency", r)):
             if arr.size != K:
                 raise InvalidInstanceError(name, f"has {arr.size} entries, J has K = {K} rows")
-        if L > K:
+        per_device = _blocks_per_device(self.max_blocks_per_device)
+        if per_device == 1 and L > K:
             raise InvalidInstanceError("J", f"has L = {L} blocks but only K = {K} devices (L > K)")
+        if L > K * per_device:
+            raise InvalidInstanceError(
+                "J",
+                f"has L = {L} blocks but K = {K} devices carry at most "
+                f"{K * per_device} (max_blocks_per_device = {per_device})",
+            )
         # One comparison pass decides monotonicity; a monotone row is finite and
         # non-negative iff its first entry is >= 0 and its last is finite.
         rows_monotone = bool((J[:, 1:] >= J[:, :-1]).all())
@@ -182,6 +232,8 @@ class Instance:
         set_(self, "spectral_efficiency", r)
         set_(self, "block_bits", _number("block_bits", self.block_bits))
         set_(self, "bandwidth", _number("bandwidth", self.bandwidth))
+        set_(self, "max_blocks_per_device", per_device)
+        set_(self, "extra_block_memory", _extra_memory(self.extra_block_memory))
         set_(self, "is_monotone", rows_monotone and bool((b[1:] >= b[:-1]).all()))
 
     # -- construction -------------------------------------------------------------------
@@ -194,7 +246,8 @@ class Instance:
         missing = [k for k in FIELDS if k not in data]
         if missing:
             raise InvalidInstanceError(missing[0], "missing key")
-        return cls(**{k: data[k] for k in FIELDS})
+        optional = {k: data[k] for k in MULTIBLOCK_DEFAULTS if k in data}
+        return cls(**{k: data[k] for k in FIELDS}, **optional)
 
     @classmethod
     def from_json(cls, path: str | Path) -> Instance:
@@ -220,7 +273,7 @@ class Instance:
             "spectral_efficiency": self.spectral_efficiency.tolist(),
             "block_bits": self.block_bits,
             "bandwidth": self.bandwidth,
-        }
+        } | {k: getattr(self, k) for k, v in MULTIBLOCK_DEFAULTS.items() if getattr(self, k) != v}
 
     # -- derived quantities ---------------------------------------------------------------
 
@@ -253,7 +306,12 @@ class Instance:
         return self.J + comm[:, None]
 
     def device_latency(self, assignment: ArrayLike, bandwidth: ArrayLike) -> NDArray[np.float64]:
-        """Per-device latency (eq. 7) of an allocation on this instance."""
+        """Per-device latency (eq. 7) of an allocation on this instance; with
+        ``max_blocks_per_device > 1`` its multi-block form (eq. 7')."""
+        if self.max_blocks_per_device > 1:
+            return multiblock_device_latency(
+                self.J, self.spectral_efficiency, self.block_bits, assignment, bandwidth
+            )
         return device_latency(
             self.J, self.spectral_efficiency, self.block_bits, assignment, bandwidth
         )
@@ -268,6 +326,9 @@ def check_allocation(
     device indices). C2: no device computes two blocks. C3: ``b(l) <= b̂_k`` for every pair.
     Bandwidth: ``B_k > 0`` for used devices, ``B_k >= 0`` and ``sum B_k <= B (1 + rtol)``.
     """
+    if instance.max_blocks_per_device > 1:
+        check_multiblock_allocation(instance, assignment, bandwidth, rtol=rtol)
+        return
     K, L = instance.num_devices, instance.num_blocks
     a = np.asarray(assignment)
     bw = np.asarray(bandwidth, dtype=float)
@@ -284,6 +345,47 @@ def check_allocation(
     if bw.shape != (K,) or not np.isfinite(bw).all() or (bw < 0).any():
         raise ValueError(f"bandwidth must be {K} finite non-negative numbers")
     if (bw[a] <= 0).any():
+        raise ValueError("bandwidth: a scheduled device has no bandwidth")
+    if bw.sum() > instance.bandwidth * (1 + rtol):
+        raise ValueError(
+            f"bandwidth: sum {bw.sum():.6g} exceeds the budget {instance.bandwidth:.6g}"
+        )
+
+
+def check_multiblock_allocation(
+    instance: Instance, assignment: ArrayLike, bandwidth: ArrayLike, *, rtol: float = 1e-9
+) -> None:
+    """:func:`check_allocation` for multi-block devices (``max_blocks_per_device > 1``).
+
+    C1: every block has exactly one device. C2': device ``k`` carries ``|A_k| <=
+    max_blocks_per_device`` blocks. C3': ``b(max A_k) + (|A_k| - 1) e <= b̂_k`` with ``e =
+    extra_block_memory`` (:func:`~loladeft.system.latency.multiblock_device_latency`).
+    Bandwidth as in :func:`check_allocation`.
+    """
+    K, L = instance.num_devices, instance.num_blocks
+    a = np.asarray(assignment)
+    bw = np.asarray(bandwidth, dtype=float)
+    if a.shape != (L,) or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"C1: assignment must be {L} device indices, got shape {a.shape}")
+    if a.min() < 0 or a.max() >= K:
+        raise ValueError(f"C1: assignment has a device index outside 0..{K - 1}")
+    count = np.bincount(a, minlength=K)
+    if count.max() > instance.max_blocks_per_device:
+        raise ValueError(
+            f"C2: device {int(np.argmax(count))} carries {count.max()} blocks, more than "
+            f"max_blocks_per_device = {instance.max_blocks_per_device}"
+        )
+    deepest = np.full(K, -1)
+    np.maximum.at(deepest, a, np.arange(L))
+    used = np.flatnonzero(count)
+    need = instance.block_memory[deepest[used]] + (count[used] - 1) * instance.extra_block_memory
+    short = need > instance.device_memory[used]
+    if short.any():
+        k = int(used[np.argmax(short)])
+        raise ValueError(f"C3: device {k} cannot hold its {count[k]} block(s)")
+    if bw.shape != (K,) or not np.isfinite(bw).all() or (bw < 0).any():
+        raise ValueError(f"bandwidth must be {K} finite non-negative numbers")
+    if (bw[used] <= 0).any():
         raise ValueError("bandwidth: a scheduled device has no bandwidth")
     if bw.sum() > instance.bandwidth * (1 + rtol):
         raise ValueError(
