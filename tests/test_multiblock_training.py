@@ -475,8 +475,14 @@ def test_node_refuses_a_bad_block_list():
     from loladeft.exceptions import FieldError
     from loladeft.runtime.device import carried_depths
 
+    from flwr.app import ConfigRecord, RecordDict
+    from flwr.common import serde
+
     assert carried_depths({"depth": 2}, 3, 1) == [2]
-    assert carried_depths({"depth": 3, "depths": [1, 3]}, 3, 2) == [1, 3]
+    # the block list survives Flower's wire format
+    sent = RecordDict({"deft": ConfigRecord({"depth": 3, "depths": [1, 3]})})
+    received = serde.recorddict_from_proto(serde.recorddict_to_proto(sent))
+    assert carried_depths(received["deft"], 3, 2) == [1, 3]
     for deft, words in [
         ({"depth": 3, "depths": [1, 2, 3]}, "1 to 2 per device"),
         ({"depth": 3, "depths": [3, 1]}, "ascending"),
