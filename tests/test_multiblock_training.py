@@ -472,11 +472,11 @@ def test_failed_multiblock_device_blocks_move_together(tiny):
 
 def test_node_refuses_a_bad_block_list():
     pytest.importorskip("flwr")
-    from loladeft.exceptions import FieldError
-    from loladeft.runtime.device import carried_depths
-
     from flwr.app import ConfigRecord, RecordDict
     from flwr.common import serde
+
+    from loladeft.exceptions import FieldError
+    from loladeft.runtime.device import carried_depths
 
     assert carried_depths({"depth": 2}, 3, 1) == [2]
     # the block list survives Flower's wire format
