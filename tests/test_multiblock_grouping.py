@@ -14,6 +14,7 @@ import pytest
 
 from loladeft.allocation.registry import solve
 from loladeft.exceptions import InvalidInstanceError
+from loladeft.experiments.simulate import load_block_costs
 from loladeft.system.grouping import (
     group_block_costs,
     group_depth_costs,
@@ -21,7 +22,6 @@ from loladeft.system.grouping import (
     group_sizes,
 )
 from loladeft.system.instance import Instance
-from loladeft.system.scenario import load_block_costs
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-c", "from loladeft.cli.app import main; main()"]
