@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loladeft.config import Config
+from loladeft.config import Config, build
+from loladeft.experiments.plotting import pyplot, save
 from loladeft.training.run import read_metrics
 
 #: The schemes of Table I, baseline first.
@@ -80,6 +81,13 @@ def time_to_target(points: Sequence[tuple[float, float]], target: float) -> floa
     return math.nan
 
 
+def with_train(cfg: Config, **train: Any) -> Config:
+    """``cfg`` with some ``[train]`` settings replaced (validated)."""
+    data = cfg.model_dump()
+    data["train"] = {**data["train"], **train}
+    return build(data)
+
+
 def run_table1(
     base: Config,
     tasks: Sequence[str],
@@ -94,7 +102,8 @@ def run_table1(
     Parameters
     ----------
     base
-        Settings shared by every run (its ``task`` and ``scheme`` are replaced).
+        Settings shared by every run (its ``train.task``, ``train.scheme`` and
+        ``train.shared_schemes`` are replaced).
     tasks
         Task names.
     out
@@ -107,25 +116,19 @@ def run_table1(
     rows: list[TableRow] = []
     for task in tasks:
         folder = out / task
-        central = base.updated(
-            {"train.task": task, "train.scheme": "centralized", "train.shared_schemes": ()}
-        )
+        central = with_train(base, task=task, scheme="centralized", shared_schemes=())
         run(central, folder / "centralized", f"{task} · centralized")
         c_rows = read_metrics(folder / "centralized" / "metrics.csv")
         curves: dict[str, list[tuple[float, float]]] = {}
         mode = "shared-trajectory" if shared else "separate"
         if shared:
-            cfg = base.updated(
-                {"train.task": task, "train.scheme": "jbba", "train.shared_schemes": TABLE1_SCHEMES}
-            )
+            cfg = with_train(base, task=task, scheme="jbba", shared_schemes=TABLE1_SCHEMES)
             run(cfg, folder / "shared", f"{task} · shared trajectory")
             s_rows = read_metrics(folder / "shared" / "metrics.csv")
             curves = {s: curve(s_rows, s) for s in TABLE1_SCHEMES}
         else:
             for s in TABLE1_SCHEMES:
-                cfg = base.updated(
-                    {"train.task": task, "train.scheme": s, "train.shared_schemes": ()}
-                )
+                cfg = with_train(base, task=task, scheme=s, shared_schemes=())
                 run(cfg, folder / s, f"{task} · {s}")
                 curves[s] = curve(read_metrics(folder / s / "metrics.csv"), s)
         c_curve = curve(c_rows, "centralized")
@@ -178,11 +181,7 @@ def plot_fig7(
     metric: str,
 ) -> None:
     """Fig. 7-style curves: dev metric against simulated time per scheme."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     styles = {
         "comm-aware": ("Comm-aware DEFT", "tab:gray", "--", "v"),
         "ba": ("BA for DEFT", "tab:blue", "-", "o"),
@@ -208,8 +207,7 @@ def plot_fig7(
     ax.set_title(f"{task.upper()} · mode: {mode}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save(fig, path, ("png",), dpi=130)
 
 
 def _f(x: float, digits: int = 2, unit: str = "") -> str:
