@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from loladeft.allocation.registry import solve
+from loladeft.allocation.registry import get_scheme, solve
 from loladeft.experiments.sweeps import Experiment
 from loladeft.system.scenario import Scenario
 
@@ -159,9 +159,12 @@ def simulate_point(
     K, L = scenario.num_devices, scenario.num_blocks
     assign = np.full((S, rounds, L), -1, dtype=np.intp) if keep_allocations else None
     bw = np.full((S, rounds, K), np.nan) if keep_allocations else None
+    # the equal-split rule of each scheme (Scenario.split_for); "active" is the plain instance
+    rules = [scenario.split_for(n, joint=get_scheme(n).problem == "P2") for n in schemes]
     for i in range(rounds):
-        inst = batch.instance(i)
+        insts = {rule: batch.instance(i, rule) for rule in dict.fromkeys(rules)}
         for s, name in enumerate(schemes):
+            inst = insts[rules[s]]
             res = solve(inst, name, seed=scheme_rng)
             seconds[s] += res.solve_seconds
             if res.extra.get("memory_wall"):

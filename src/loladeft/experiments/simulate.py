@@ -37,19 +37,7 @@ def base_scenario(cfg: Config, profile: ProfileLike | BlockCosts | None = None) 
     ``scenario.profile``, else :data:`~loladeft.config.PAPER_PROFILE`)."""
     sc = cfg.scenario
     costs = load_block_costs(profile if profile is not None else sc.profile or PAPER_PROFILE)
-    return Scenario(
-        costs=costs,
-        num_devices=sc.num_devices,
-        snr_db=sc.snr_db,
-        bandwidth_hz=sc.bandwidth_hz,
-        path_loss=sc.path_loss,
-        snr_convention=sc.snr_convention,
-        local_iterations=sc.local_iterations,
-        compute_factor=sc.compute_factor,
-        memory_gb=sc.memory_gb,
-        reference=sc.reference_device,
-        fixed_compute=sc.fixed_compute,
-    )
+    return sc.scenario(costs)
 
 
 def build_tasks(cfg: Config, base: Scenario) -> list[PointTask]:
