@@ -142,6 +142,12 @@ def plot_experiment(
             )
     if log:
         ax.set_yscale("log")
+    else:
+        # keep the schemes with a finite mean readable next to the heavy-tailed ones
+        light = ~heavy.any(axis=0)
+        tops = high[:, light][np.isfinite(high[:, light])]
+        if heavy.any() and tops.size:
+            ax.set_ylim(0, min(ax.get_ylim()[1], 2.0 * float(tops.max())))
     ax.set_ylabel(f"{'Mean' if stat == 'mean' else 'Median'} round latency (s)")
     ax.set_title(experiment.title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
