@@ -170,9 +170,12 @@ class ScenarioSettings(_Table):
 
     def scenario(self, costs: Any, **changes: Any) -> Any:
         """The :class:`~loladeft.system.scenario.Scenario` of these settings over the block
-        costs ``costs`` (``changes`` override single parameters, e.g. a sweep's x value)."""
+        costs ``costs`` (``changes`` override single parameters, e.g. a sweep's x value);
+        with ``upload = "block+head"``, ``S`` counts the costs' ``head_bits`` too."""
         from loladeft.system.scenario import Scenario
 
+        if self.upload == "block+head" and getattr(costs, "head_bits", 0.0):
+            costs = costs.with_head()
         params = dict(
             num_devices=self.num_devices,
             snr_db=self.snr_db,

@@ -133,12 +133,21 @@ class BlockCosts:
         Length-``L`` ``b(l)`` in bytes.
     block_bits
         ``S``, bits uploaded per block.
+    head_bits
+        Bits of the classification head's gradient, which a device of a training run may
+        upload with its block (``scenario.upload = "block+head"``, :meth:`with_head`); 0 for
+        the simulator's profiles.
     """
 
     model: str
     flops: NDArray[np.float64]
     block_memory: NDArray[np.float64]
     block_bits: float
+    head_bits: float = 0.0
+
+    def with_head(self) -> BlockCosts:
+        """These costs with ``S`` counting the head's gradient too (``S + head_bits``)."""
+        return replace(self, block_bits=self.block_bits + self.head_bits, head_bits=0.0)
 
     @property
     def num_blocks(self) -> int:
