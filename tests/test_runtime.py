@@ -269,7 +269,7 @@ def test_device_state_from_node_config_or_the_scenario(tiny):
             device_state(cfg, {"partition-id": 0, "num-partitions": K, **bad}, 4)
 
 
-@pytest.mark.parametrize("command", ["simulate", "local"])
+@pytest.mark.parametrize("command", ["virtual", "local"])
 @pytest.mark.parametrize(
     ("extra", "words"),
     [

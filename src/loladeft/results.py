@@ -172,7 +172,7 @@ class StagedOutput:
                 f"out: {out} holds {', '.join(foreign)} from another run (no {self.tool} "
                 "manifest lists it); move it away or choose another --out"
             )
-        return listed & set(os.listdir(out))
+        return listed & self.names & set(os.listdir(out))  # never more than this tool writes
 
     def commit(self) -> Path:
         """Rename the staged folder to ``out`` (see the class docstring); returns ``out``."""

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import annotated_types
 import typer
 
 from loladeft.config import COMMAND_DEFAULTS, Config, ConfigError, dump_toml, load_config
@@ -62,10 +61,10 @@ def option(
     bounds as ``min=``/``max=``. Give the parameter the default ``None``."""
     field = config_field(key)
     bounds: dict[str, Any] = {}
-    for meta in field.metadata:
-        if isinstance(meta, annotated_types.Ge):
+    for meta in field.metadata:  # annotated_types.Ge / Le, as pydantic stores ge= / le=
+        if getattr(meta, "ge", None) is not None:
             bounds["min"] = meta.ge
-        elif isinstance(meta, annotated_types.Le):
+        if getattr(meta, "le", None) is not None:
             bounds["max"] = meta.le
     return typer.Option(
         *decls,

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import typer
 
 from loladeft.cli._common import ConfigFile, PrintConfig, fail, load, option, split
-from loladeft.config import QUICK_ROUNDS, Config, PresetName, SnrConvention, Statistic
+from loladeft.config import (
+    QUICK_ROUNDS,
+    Config,
+    Experiment,
+    PresetName,
+    SnrConvention,
+    Statistic,
+)
 
 #: The tables ``simulate`` reads (``""`` is the top level), for ``--print-config``.
 TABLES = ("", "scenario", "sweeps")
-ALL = ("fig5", "fig6", "fig8")
+ALL: tuple[str, ...] = get_args(Experiment)
+ExperimentOrAll = Literal[(*ALL, "all")]  # type: ignore[valid-type]
 
 
 def simulate(
     experiment: Annotated[
-        Literal["fig5", "fig6", "fig8", "all"] | None,
+        ExperimentOrAll | None,
         option(
             "experiments",
             "--experiment",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loladeft.config import Config, build
+from loladeft.config import Config
 from loladeft.experiments.plotting import pyplot, save
 from loladeft.training.run import read_metrics
 
@@ -81,13 +81,6 @@ def time_to_target(points: Sequence[tuple[float, float]], target: float) -> floa
     return math.nan
 
 
-def with_train(cfg: Config, **train: Any) -> Config:
-    """``cfg`` with some ``[train]`` settings replaced (validated)."""
-    data = cfg.model_dump()
-    data["train"] = {**data["train"], **train}
-    return build(data)
-
-
 def run_table1(
     base: Config,
     tasks: Sequence[str],
@@ -116,19 +109,25 @@ def run_table1(
     rows: list[TableRow] = []
     for task in tasks:
         folder = out / task
-        central = with_train(base, task=task, scheme="centralized", shared_schemes=())
+        central = base.updated(
+            {"train.task": task, "train.scheme": "centralized", "train.shared_schemes": ()}
+        )
         run(central, folder / "centralized", f"{task} · centralized")
         c_rows = read_metrics(folder / "centralized" / "metrics.csv")
         curves: dict[str, list[tuple[float, float]]] = {}
         mode = "shared-trajectory" if shared else "separate"
         if shared:
-            cfg = with_train(base, task=task, scheme="jbba", shared_schemes=TABLE1_SCHEMES)
+            cfg = base.updated(
+                {"train.task": task, "train.scheme": "jbba", "train.shared_schemes": TABLE1_SCHEMES}
+            )
             run(cfg, folder / "shared", f"{task} · shared trajectory")
             s_rows = read_metrics(folder / "shared" / "metrics.csv")
             curves = {s: curve(s_rows, s) for s in TABLE1_SCHEMES}
         else:
             for s in TABLE1_SCHEMES:
-                cfg = with_train(base, task=task, scheme=s, shared_schemes=())
+                cfg = base.updated(
+                    {"train.task": task, "train.scheme": s, "train.shared_schemes": ()}
+                )
                 run(cfg, folder / s, f"{task} · {s}")
                 curves[s] = curve(read_metrics(folder / s / "metrics.csv"), s)
         c_curve = curve(c_rows, "centralized")
