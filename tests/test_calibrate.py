@@ -15,7 +15,7 @@ from loladeft.experiments.calibrate import (
     paper_targets,
     parse_target,
 )
-from loladeft.system.scenario import load_block_costs
+from loladeft.experiments.simulate import load_block_costs
 
 
 def test_parse_target():

@@ -318,6 +318,16 @@ def _manifest(
     }
 
 
+def _short(value: float) -> str:
+    """A latency in a summary cell: 3 decimals below 100 s, else 4 significant digits."""
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.4g}"
+
+
+def _ci(value: float) -> str:
+    """A confidence half-width in a summary cell: 2 significant digits."""
+    return f"{value:.2g}" if abs(value) < 100 else f"{value:.0f}"
+
+
 def print_summary(report: SimulationReport, console: Any = None) -> None:
     """The Rich summary: latency relative to comm-aware, beside the paper's figures.
 
@@ -336,16 +346,16 @@ def print_summary(report: SimulationReport, console: Any = None) -> None:
         exp = EXPERIMENTS[name]
         xs = f"{int(x)}" if exp.column == "num_devices" else f"{x:g}"
         table = Table(
-            title=f"{name} at {xs}{units[exp.column]} ({exp.title})",
+            title=f"{name} at {xs}{units[exp.column]} ({exp.title}), latency in s",
             title_justify="left",
             title_style="bold",
         )
         table.add_column("scheme", no_wrap=True)
-        table.add_column("mean ± CI (s)", justify="right", no_wrap=True)
+        table.add_column("mean ± CI", justify="right", no_wrap=True)
         table.add_column("median", justify="right", no_wrap=True)
-        table.add_column("/comm-aware", justify="right", no_wrap=True)
+        table.add_column("vs comm-aware", justify="right", no_wrap=True)
         table.add_column("comp/comm", justify="right", no_wrap=True)
-        table.add_column("infeas.", justify="right", no_wrap=True)
+        table.add_column("infeasible", justify="right", no_wrap=True)
         notes = []
         for r in rows:
             share = (
@@ -356,19 +366,20 @@ def print_summary(report: SimulationReport, console: Any = None) -> None:
             heavy = "heavy tail"
             table.add_row(
                 r.scheme,
-                heavy if r.heavy_tail else f"{r.mean_latency_s:.3f} ± {r.ci95_s:.3f}",
-                f"{r.median_latency_s:.3f}",
+                heavy if r.heavy_tail else f"{_short(r.mean_latency_s)} ± {_ci(r.ci95_s)}",
+                _short(r.median_latency_s),
                 "-" if r.heavy_tail else f"{r.relative_to_comm_aware:.2f}×",
                 share,
                 f"{r.infeasible_rounds}/{r.rounds}",
             )
-            preset = report.config.preset or "none (paper-literal)"
+            name = report.config.preset
+            preset = f"preset {name}" if name else "this configuration"
             for p in r.paper:
                 best = p.get("model_best", math.nan)
                 reach = "" if math.isnan(best) else f"; the paper's model reaches {best:.2f} × at best"
                 notes.append(
                     f"  paper: {r.scheme} = {p['paper']:.2f} × {p['reference']}; "
-                    f"here {p['ours']:.2f} × (preset {preset}){reach}"
+                    f"here {p['ours']:.2f} × ({preset}){reach}"
                 )
         console.print(table)
         for line in notes:
