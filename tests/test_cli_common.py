@@ -147,3 +147,31 @@ def test_one_word_one_meaning():
     assert {opt for opt, k in kinds.items() if len(k) > 1} == set()
     assert "--shared-schemes" in kinds and kinds["--shared"] == {True}
     assert "simulate" not in typer.main.get_command(app).commands["flower"].commands
+
+
+def test_profile_takes_the_model_familys_lora_targets_unless_given(tmp_path, monkeypatch):
+    """``[lora] targets`` defaults to BERT's names; ``profile`` leaves the choice to the model
+    registry unless a flag or the file gives them."""
+    import loladeft.profiling.profiler as profiler
+
+    seen = []
+
+    def fake(model, **kw):
+        seen.append(kw["lora_targets"])
+        raise profiler.ProfilerInputError("stop here")
+
+    monkeypatch.setattr(profiler, "profile_model", fake)
+    path = tmp_path / "c.toml"
+    path.write_text("[lora]\ntargets = ['k_proj']\n")
+    for extra in ([], ["--lora-targets", "q_proj"], ["--config", str(path)]):
+        res = runner.invoke(app, ["profile", "--model", "tiny-llama", "--no-timing", *extra])
+        assert res.exit_code == 2 and "stop here" in res.stderr
+    assert seen == [None, ("q_proj",), ("k_proj",)]
+
+
+def test_flower_local_is_secure_unless_insecure():
+    for extra, insecure in (([], False), (["--insecure"], True), (["--cold"], False)):
+        res = runner.invoke(app, ["flower", "local", *extra, "--print-config"])
+        assert res.exit_code == 0, res.output
+        runtime = tomllib.loads(res.stdout)["runtime"]
+        assert runtime["insecure"] is insecure and runtime["warm"] is ("--cold" not in extra)

@@ -66,13 +66,8 @@ def option(
             bounds["min"] = meta.ge
         if getattr(meta, "le", None) is not None:
             bounds["max"] = meta.le
-    return typer.Option(
-        *decls,
-        help=help or field.description,
-        show_default=_shown(default_of(key, command)),
-        **bounds,
-        **kw,
-    )
+    params = {"help": help or field.description, "show_default": _shown(default_of(key, command))}
+    return typer.Option(*decls, **{**params, **bounds, **kw})
 
 
 ConfigFile = Annotated[

@@ -187,7 +187,7 @@ def local(
 
     console = Console(stderr=True)
     try:
-        check_out_dir(out, resume)
+        check_out_dir(out, resume, cfg)
         outcome = run_local(cfg, out.resolve(), resume=resume, console=console)
     except LoladeftError as exc:
         fail(_flag_names(str(exc)))

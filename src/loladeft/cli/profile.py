@@ -38,7 +38,11 @@ def profile(
     lora_targets: Annotated[
         str | None,
         option(
-            "lora.targets", "--lora-targets", help="Comma-separated module names in each block."
+            "lora.targets",
+            "--lora-targets",
+            help="Comma-separated module names in each block (default: the model family's, "
+            "query,value for BERT/RoBERTa, q_proj,v_proj for Llama).",
+            show_default=False,
         ),
     ] = None,
     batch: Annotated[int | None, option("train.batch", help="Batch size of one step.")] = None,
@@ -95,7 +99,9 @@ def profile(
         print_config=print_config,
         tables=TABLES,
     )
-    model, targets = cfg.train.model, cfg.lora.targets
+    model = cfg.train.model
+    # LoRA targets: given (flag or file) or the model family's (loladeft.models)
+    targets = cfg.lora.targets if _given(config, lora_targets, "lora", "targets") else None
     console = Console(stderr=True)
     try:
         from loladeft.profiling.profiler import profile_model
@@ -144,6 +150,18 @@ def profile(
         stem = path.with_suffix("")
         files = plot_fig4a(result, f"{stem}-fig4a") + plot_fig4b(result, f"{stem}-fig4b")
         Console().print("wrote " + ", ".join(str(f) for f in files))
+
+
+def _given(config: Path | None, flag: object, table: str, key: str) -> bool:
+    """Whether the flag or the ``--config`` file sets ``table.key``."""
+    if flag is not None:
+        return True
+    if config is None:
+        return False
+    from loladeft.config import read_toml
+
+    section = read_toml(config).get(table)
+    return isinstance(section, dict) and key in section
 
 
 def _print_summary(p: Profile) -> None:

@@ -181,7 +181,7 @@ def run_with_progress(
         from loladeft.training.run import check_out_dir
         from loladeft.training.run import train as run_train
 
-        check_out_dir(out, resume)  # before the slow imports
+        check_out_dir(out, resume, cfg)  # before the slow imports
         if threads is not None:
             import torch
 
@@ -224,6 +224,7 @@ def run_with_progress(
     except LoladeftError as exc:
         fail(str(exc))
     console.print(
-        f"wrote {out}/metrics.csv, manifest.json, checkpoint.pt, adapter/, metric_vs_time.png"
+        f"wrote {out}/metrics.csv, manifest.json, checkpoint.json + .safetensors, adapter/, "
+        "metric_vs_time.png"
     )
     return trainer

@@ -21,6 +21,7 @@ is the clock, ``driver`` in the manifest the scheme whose allocation routed the 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -30,6 +31,7 @@ from typing import Any
 
 from loladeft.config import Config
 from loladeft.exceptions import LoladeftError
+from loladeft.results import strict_json
 from loladeft.results import write_manifest as write_manifest_file
 
 CSV_COLUMNS = (
@@ -103,7 +105,7 @@ def _same_run(out: Path, cfg: Config) -> bool:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return False
-    return isinstance(manifest, dict) and manifest.get("config") == _clean(cfg.run_dict())
+    return isinstance(manifest, dict) and manifest.get("config") == strict_json(cfg.run_dict())
 
 
 def _fmt(x: float | None) -> str:
