@@ -13,8 +13,8 @@ from loladeft.allocation.registry import solve
 from loladeft.cli.app import app
 from loladeft.config import PRESETS, ConfigError, load_config
 from loladeft.experiments.runner import simulate_point
-from loladeft.system.instance import Instance
 from loladeft.experiments.simulate import load_block_costs
+from loladeft.system.instance import Instance
 from loladeft.system.scenario import BlockCosts, Scenario
 
 ROOT = Path(__file__).resolve().parents[1]

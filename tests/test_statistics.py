@@ -9,8 +9,8 @@ import pytest
 
 from loladeft.config import load_config
 from loladeft.experiments.runner import simulate_point
-from loladeft.experiments.statistics import heavy_tail, robust_stats, tail_index
 from loladeft.experiments.simulate import load_block_costs
+from loladeft.experiments.statistics import heavy_tail, robust_stats, tail_index
 
 
 @pytest.mark.parametrize("alpha", [0.8, 1.0, 3.0])

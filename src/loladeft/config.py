@@ -45,10 +45,10 @@ from loladeft.system.reference import DEFAULT_REFERENCE, REFERENCE_DEVICES
 __all__ = [
     "CENTRALIZED",
     "COMMAND_DEFAULTS",
+    "PRESETS",
     "Config",
     "ConfigError",
     "LoraSettings",
-    "PRESETS",
     "RuntimeSettings",
     "ScenarioSettings",
     "SweepValues",

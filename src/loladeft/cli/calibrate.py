@@ -93,7 +93,9 @@ def calibrate(
     )
     try:
         out.write_text(
-            "# written by loladeft calibrate; loladeft simulate --config " + str(out) + "\n"
+            "# written by loladeft calibrate; loladeft simulate --config "
+            + str(out)
+            + "\n"
             + tomli_w.dumps(fitted_config(cfg, fit)),
             encoding="utf-8",
         )

@@ -251,7 +251,7 @@ def calibrate(
             return model.objective(x[0], x[1])
 
         start = np.array(best)
-        simplex = np.array([start, start + (step / 2, 0.0), start + (0.0, 2.5)])
+        simplex = np.array([start, start + np.array([step / 2, 0.0]), start + np.array([0.0, 2.5])])
         res = minimize(
             f,
             start,

@@ -376,7 +376,9 @@ def print_summary(report: SimulationReport, console: Any = None) -> None:
             preset = f"preset {name}" if name else "this configuration"
             for p in r.paper:
                 best = p.get("model_best", math.nan)
-                reach = "" if math.isnan(best) else f"; the paper's model reaches {best:.2f} × at best"
+                reach = (
+                    "" if math.isnan(best) else f"; the paper's model reaches {best:.2f} × at best"
+                )
                 notes.append(
                     f"  paper: {r.scheme} = {p['paper']:.2f} × {p['reference']}; "
                     f"here {p['ours']:.2f} × ({preset}){reach}"
