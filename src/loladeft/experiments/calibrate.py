@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -146,7 +146,6 @@ class Fit:
     targets: list[Target]
     objective: float
     evaluations: int
-    scenario: dict[str, Any] = field(default_factory=dict)
 
     def rms_log_error(self) -> float:
         """Root mean square of ``log(fitted / target)`` over the targets."""
