@@ -198,7 +198,11 @@ def run_simulation(
         for name, points in sweeps.points.items():
             exp = EXPERIMENTS[name]
             if exp.column == "snr_db" and base.snr_convention == "received":
-                exp = replace(exp, label="Mean received SNR (dB)")
+                exp = replace(
+                    exp,
+                    label="Mean received SNR (dB)",
+                    title=exp.title.replace("transmit SNR", "mean received SNR"),
+                )
             write_csv(staged.path / f"{name}.csv", exp, points)
             names.append(f"{name}.csv")
             if plots:
