@@ -148,3 +148,22 @@ def test_simulate_help_lists_the_presets_and_refuses_an_unknown_one():
         assert name in result.output
     bad = runner.invoke(app, ["simulate", "--preset", "nope"])
     assert bad.exit_code == 2
+
+
+def test_training_clock_applies_the_equal_split_rules_of_a_preset(tmp_path):
+    from loladeft.training.clock import Clock
+
+    path = tmp_path / "train.toml"
+    path.write_text('preset = "bk-split"\n[scenario]\nnum_devices = 5\n')
+    cfg = load_config(path, command="train")
+    clock = Clock(cfg.scenario.scenario(_costs()), seed=2)
+    K, B = 5, cfg.scenario.bandwidth_hz
+    for scheme in ("ba", "comm-aware"):
+        res = clock.schedule(1, scheme)
+        assert np.allclose(res.bandwidth[res.assignment], B / K)
+    jbba = clock.schedule(1, "jbba")
+    assert jbba.bandwidth.sum() == pytest.approx(B)
+    # the default keeps B/L
+    plain = Clock(load_config(None, {"scenario.num_devices": 5}).scenario.scenario(_costs()), 2)
+    res = plain.schedule(1, "ba")
+    assert np.allclose(res.bandwidth[res.assignment], B / 3)
