@@ -18,9 +18,10 @@ def calibrate(
         typer.Option(
             "--target",
             "-t",
-            help="EXP[@K]:SCHEME/REFERENCE=RATIO, repeatable (default: the paper's "
-            "fig5:ba/comm-aware=0.6, fig8:jbba/comm-aware=0.4, fig8:jbba/ba=0.6; "
-            "fig8 alone means K = 50).",
+            help="EXP:SCHEME/REFERENCE=RATIO or EXP@K:SCHEME/REFERENCE=RATIO, repeatable; "
+            "EXP is fig5, fig6, fig8 (alone: K = 50) or table1 (default: the paper's "
+            "fig5:ba/comm-aware=0.6, fig8:jbba/comm-aware=0.4, fig8:jbba/ba=0.6, "
+            "table1:ba/comm-aware=0.7, table1:jbba/comm-aware=0.6).",
             show_default=False,
         ),
     ] = None,
