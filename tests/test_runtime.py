@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ pytest.importorskip("peft")
 pytest.importorskip("flwr")
 
 from flower_fakes import FakeGrid  # noqa: E402
+from loladeft.exceptions import FieldError  # noqa: E402
 from loladeft.runtime import protocol  # noqa: E402
 from loladeft.runtime.server import FlowerTrainer  # noqa: E402
 from loladeft.training.engine import Trainer  # noqa: E402
@@ -246,7 +248,7 @@ def test_app_declares_every_run_config_key(tmp_path):
 
 
 def test_device_state_from_node_config_or_the_scenario(tiny):
-    from loladeft.runtime.device import NodeConfigError, device_state
+    from loladeft.runtime.device import device_state
 
     cfg = _cfg(tiny)
     trainer = Trainer(cfg).setup()
@@ -265,7 +267,7 @@ def test_device_state_from_node_config_or_the_scenario(tiny):
         ({"compute-factor": "x", "memory-gb": 1}, "must be numbers"),
         ({"num-partitions": K + 1}, "does not fit the run's K = 5"),
     ]:
-        with pytest.raises(NodeConfigError, match=words):
+        with pytest.raises(FieldError, match=words):
             device_state(cfg, {"partition-id": 0, "num-partitions": K, **bad}, 4)
 
 
@@ -314,3 +316,26 @@ def test_resumed_flower_run_continues_every_devices_stream(tiny, tmp_path):
     resumed.step()
     assert _same(straight.weights(), resumed.weights())
     assert [s.consumed for s in resumed.streams] == [s.consumed for s in straight.streams]
+
+
+def test_only_flower_patches_uses_flower_internals():
+    """Every runtime module but ``flower_patches`` imports only Flower's public packages."""
+    import ast
+
+    import loladeft.runtime
+
+    public = {"flwr.app", "flwr.serverapp", "flwr.clientapp", "flwr.simulation"}
+    folder = Path(loladeft.runtime.__file__).parent
+    found: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            found.setdefault(path.stem, set()).update(n for n in names if n.split(".")[0] == "flwr")
+    private = {m: sorted(n - public) for m, n in found.items() if n - public}
+    assert set(private) == {"flower_patches"}, private
+    assert found["virtual"] == {"flwr.serverapp", "flwr.simulation"}
