@@ -144,10 +144,12 @@ def test_clock_is_the_schemes_round_latency(tiny):
     rec = trainer.step()
     inst = trainer.clock.instance(1)
     assert rec.latency["ba"] == solve(inst, "ba").latency
-    # S counts one block's LoRA parameters and the head, 32 bits each
+    # S is the paper's: one block's LoRA parameters, 32 bits each (scenario.upload = block)
     lora = sum(p.numel() for p in trainer.blocks[0])
     head = sum(p.numel() for p in trainer.head)
-    assert inst.block_bits == 32 * (lora + head)
+    assert inst.block_bits == 32 * lora
+    both = Trainer(_cfg(tiny, scheme="ba").updated({"scenario.upload": "block+head"})).setup()
+    assert both.clock.instance(1).block_bits == 32 * (lora + head)
 
 
 def test_evaluate_matches_sklearn_on_the_models_predictions(tiny):

@@ -136,7 +136,7 @@ def group_block_costs(costs: BlockCosts, groups: int | Sequence[int]) -> BlockCo
     flops, memory = g.depth_cost.copy(), g.memory.copy()
     flops.flags.writeable = False
     memory.flags.writeable = False
-    return BlockCosts(costs.model, flops, memory, float(g.bits[0]))
+    return BlockCosts(costs.model, flops, memory, float(g.bits[0]), costs.head_bits)
 
 
 def group_instance(instance: Instance, groups: int | Sequence[int]) -> Instance:

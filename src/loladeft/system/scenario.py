@@ -48,6 +48,28 @@ Other modelling choices
   ``fixed_compute=True`` to draw the factors once per sampled batch of rounds.
 * GB means 10^9 bytes.
 * ``M`` (``local_iterations``) is not stated in the paper; the default is 1.
+
+Compute scale and equal-split rule
+----------------------------------
+Two more choices the paper leaves open set the regime (README, "Regimes"):
+
+* ``compute_scale`` multiplies every ``d(l)``: a continuous stand-in for the unstated
+  sequence length, batch and sustained FLOP/s behind "the Snapdragon 8 Gen 3 anchors the
+  standard local computation capability" (e.g. sequence 512 instead of the profile's 128 on a
+  4.5e13 FLOP/s reference is ``4 x 6.935e11 / 4.5e13 = 0.0616``). Default 1: the profile on
+  the named reference device.
+* ``equal_split`` and ``benchmark_split``: how the equal-bandwidth schemes split ``B``.
+  ``"active"`` gives each of the ``L`` scheduled devices ``B/L``, problem P1's
+  ``SL/(B r_k)`` term and Sec. VI-A-3's "the 12 involved devices equally split the
+  bandwidth budget"; ``"all"`` gives each ``B/K`` as if every one of the ``K`` devices held a
+  share (the ``K - L`` unscheduled shares stay unused), which contradicts that text for BA
+  and is consistent with it for the benchmarks, whose bandwidth the paper does not state.
+  ``equal_split`` applies to the block-allocation schemes of P1 (``ba`` and its exact
+  variants), ``benchmark_split`` to the benchmarks of Sec. VI-A-4 (:data:`BENCHMARK_SCHEMES`);
+  the joint schemes of P2 always share the whole ``B``. A rule is applied by handing the
+  scheme the instance of :meth:`Rounds.instance` with ``split``: its budget is ``B`` under
+  ``"active"`` and ``B L / K`` under ``"all"``, so that its equal share ``budget / L`` is
+  ``B/K`` and every P1 solver optimises, and every result reports, exactly that split.
 """
 
 from __future__ import annotations
@@ -67,6 +89,11 @@ from loladeft.system.reference import DEFAULT_REFERENCE, ReferenceDevice, get_re
 
 GB = 1e9
 SNR_CONVENTIONS = ("transmit", "received")
+#: Equal-split rules: ``B/L`` over the active devices, or ``B/K`` over all devices.
+SPLIT_RULES = ("active", "all")
+#: The paper's benchmark schemes (Sec. VI-A-4) and the random allocation, whose equal
+#: bandwidth follows ``benchmark_split``.
+BENCHMARK_SCHEMES = frozenset({"comm-aware", "comp-aware", "random"})
 
 
 class InvalidScenarioError(FieldError):
@@ -106,12 +133,21 @@ class BlockCosts:
         Length-``L`` ``b(l)`` in bytes.
     block_bits
         ``S``, bits uploaded per block.
+    head_bits
+        Bits of the classification head's gradient, which a device of a training run may
+        upload with its block (``scenario.upload = "block+head"``, :meth:`with_head`); 0 for
+        the simulator's profiles.
     """
 
     model: str
     flops: NDArray[np.float64]
     block_memory: NDArray[np.float64]
     block_bits: float
+    head_bits: float = 0.0
+
+    def with_head(self) -> BlockCosts:
+        """These costs with ``S`` counting the head's gradient too (``S + head_bits``)."""
+        return replace(self, block_bits=self.block_bits + self.head_bits, head_bits=0.0)
 
     @property
     def num_blocks(self) -> int:
@@ -265,6 +301,13 @@ class Scenario:
     extra_block_memory
         Bytes each carried block beyond a device's deepest adds (the instance's
         ``extra_block_memory``; default 0).
+    compute_scale
+        Factor on every ``d(l)`` (module docstring); default 1.
+    equal_split
+        ``"active"`` (``B/L``, problem P1, default) or ``"all"`` (``B/K``): the equal share of
+        the block-allocation schemes of P1.
+    benchmark_split
+        The same rule for the benchmark schemes (:data:`BENCHMARK_SCHEMES`).
 
     Raises
     ------
@@ -285,6 +328,9 @@ class Scenario:
     fixed_compute: bool = False
     max_blocks_per_device: int = 1
     extra_block_memory: float = 0.0
+    compute_scale: float = 1.0
+    equal_split: str = "active"
+    benchmark_split: str = "active"
     block_seconds: NDArray[np.float64] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -336,7 +382,15 @@ class Scenario:
             "extra_block_memory",
             _positive("extra_block_memory", self.extra_block_memory, allow_zero=True),
         )
+        set_(self, "compute_scale", _positive("compute_scale", self.compute_scale))
+        for name in ("equal_split", "benchmark_split"):
+            if getattr(self, name) not in SPLIT_RULES:
+                raise InvalidScenarioError(
+                    name, f"must be one of {', '.join(SPLIT_RULES)}, got {getattr(self, name)!r}"
+                )
         seconds = self.costs.flops / ref.flops_per_second
+        if self.compute_scale != 1.0:
+            seconds = seconds * self.compute_scale
         seconds.flags.writeable = False
         set_(self, "block_seconds", seconds)
 
@@ -357,6 +411,22 @@ class Scenario:
         """Mean received SNR ``E[γ_k]`` under the scenario's convention (linear)."""
         gain = self.path_loss if self.snr_convention == "transmit" else 1.0
         return self.snr_linear * gain
+
+    def split_for(self, scheme: str, *, joint: bool = False) -> str:
+        """The equal-split rule of ``scheme`` (``joint``: a scheme of P2, which shares the
+        whole ``B`` and so gets ``"active"``, the instance's own budget)."""
+        if joint:
+            return "active"
+        return self.benchmark_split if scheme in BENCHMARK_SCHEMES else self.equal_split
+
+    def budget(self, split: str = "active") -> float:
+        """The bandwidth budget handed to a scheme under ``split``: ``B`` (``"active"``) or
+        ``B L / K`` (``"all"``, so that the equal share ``budget / L`` is ``B/K``)."""
+        if split == "active":
+            return self.bandwidth_hz
+        if split == "all":
+            return self.bandwidth_hz * self.num_blocks / self.num_devices
+        raise InvalidScenarioError("split", f"must be one of {', '.join(SPLIT_RULES)}")
 
     def with_(self, **changes: Any) -> Scenario:
         """A copy with some parameters changed (validated again)."""
@@ -379,6 +449,9 @@ class Scenario:
             "compute_factor": list(self.compute_factor),
             "memory_gb": list(self.memory_gb),
             "fixed_compute": self.fixed_compute,
+            "compute_scale": self.compute_scale,
+            "equal_split": self.equal_split,
+            "benchmark_split": self.benchmark_split,
             "reference_device": {
                 "name": ref.name,
                 "flops_per_second": ref.flops_per_second,
@@ -464,8 +537,10 @@ class Rounds:
         sc = self.scenario
         return compute_latency(sc.block_seconds, self.compute_factor[i], sc.local_iterations)
 
-    def instance(self, i: int) -> Instance:
-        """Round ``i`` as a scheduling :class:`~loladeft.system.Instance`."""
+    def instance(self, i: int, split: str = "active") -> Instance:
+        """Round ``i`` as a scheduling :class:`~loladeft.system.Instance` whose bandwidth is
+        the budget of the equal-split rule ``split`` (:meth:`Scenario.budget`; ``"active"``:
+        the whole ``B``)."""
         sc = self.scenario
         return Instance(
             J=self.J(i),
@@ -473,7 +548,7 @@ class Rounds:
             device_memory=self.device_memory[i],
             spectral_efficiency=self.spectral_efficiency[i],
             block_bits=sc.costs.block_bits,
-            bandwidth=sc.bandwidth_hz,
+            bandwidth=sc.budget(split),
             max_blocks_per_device=sc.max_blocks_per_device,
             extra_block_memory=sc.extra_block_memory,
         )

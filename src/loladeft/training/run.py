@@ -187,8 +187,9 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
             "blocks": trainer.num_blocks,
             "lora_params_per_block": sum(p.numel() for p in trainer.blocks[0]),
             "head_params": sum(p.numel() for p in trainer.head),
-            "head_training": "every scheduled device uploads its head gradient with its block's; "
-            "the server averages the L head gradients (S counts both)",
+            "head_training": "every scheduled device sends its head gradient with its block's; "
+            "the server averages the L head gradients (the clock's S counts the head only with "
+            "scenario.upload = block+head)",
             "centralized_batch": cfg.scenario.local_iterations * cfg.train.batch,
         },
         "scenario": None if clock is None else clock.scenario.describe(),
