@@ -254,7 +254,8 @@ def test_grouped_clock_costs_are_the_profiles_deepest_layer(tiny4):
     np.testing.assert_allclose(sc.costs.block_memory, [memory[1], memory[3]], rtol=1e-12)
     lora = sum(p.numel() for p in trainer.blocks[0])
     assert lora == 2 * sum(p.numel() for p in Trainer(tiny_config(tiny4)).setup().blocks[0])
-    assert sc.costs.block_bits == 32 * (lora + head)  # the group's LoRA and the head
+    assert sc.costs.block_bits == 32 * lora  # the group's LoRA (upload = "block", the paper's S)
+    assert sc.costs.head_bits == 32 * head
     assert trainer.clock.instance(1).J.shape == (2, 2)
 
 
