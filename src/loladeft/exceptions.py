@@ -45,3 +45,11 @@ class UnknownSchemeError(LoladeftError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class AllocationError(LoladeftError, RuntimeError):
+    """A scheme returned an allocation that breaks C1–C3 or the bandwidth budget.
+
+    This is a defect of the scheme, never of the input: :func:`loladeft.solve` checks every
+    answer (:func:`loladeft.allocation.validate.validate_answer`) before calling it feasible.
+    """
