@@ -80,8 +80,12 @@ def test_jbba_matches_brute_force_when_uploads_are_tiny_issue14_item3(seed):
     data = make_instance("monotone", seed)
     data["bandwidth"] = data["bandwidth"] * 1e14
     result = solve(data, "jbba")
+    optimum = brute_force_p2(data)
+    if optimum is None:  # a memory wall
+        assert not result.feasible and "memory" in result.reason
+        return
     assert result.feasible and math.isfinite(result.latency)
-    assert math.isclose(result.latency, brute_force_p2(data), rel_tol=1e-12)
+    assert math.isclose(result.latency, optimum, rel_tol=1e-12)
     assert math.isclose(
         p2_latency_of(data, result.assignment), result.latency, rel_tol=1e-12
     )
@@ -103,7 +107,7 @@ BAD_ANSWERS = {
     "negative-index": ([-1, 0], [1e6, 0, 0], "C1"),
     "wrong-length": ([0], [1e6, 0, 0], "C1"),
     "not-integers": ([0.0, 2.0], [1e6, 0, 1e6], "C1"),
-    "memory": ([1, 0], [1e6, 1e6, 0], "C3"),
+    "memory": ([0, 1], [1e6, 1e6, 0], "C3"),
     "over-budget": ([0, 2], [1.5e6, 0, 1.5e6], "budget"),
     "nan-bandwidth": ([0, 2], [np.nan, 0, 1e6], "bandwidth"),
     "inf-bandwidth": ([0, 2], [np.inf, 0, 1e6], "bandwidth"),
@@ -352,4 +356,4 @@ def test_jbba_dual_never_worse_than_ba_issue11_item5():
         assert dual.feasible
         assert dual.latency <= ba.latency
         assert dual.latency >= exact.latency * (1 - 1e-12)
-        assert dual.extra["dual_primal_latency"] >= dual.latency
+        assert dual.extra["dual_primal_latency"] >= dual.latency * (1 - 1e-12)

@@ -67,6 +67,8 @@ from loladeft.system.reference import DEFAULT_REFERENCE, ReferenceDevice, get_re
 
 GB = 1e9
 SNR_CONVENTIONS = ("transmit", "received")
+#: Largest |mean received SNR| in dB a scenario accepts (10^300 is far from overflowing).
+MAX_SNR_DB = 3000.0
 
 
 class InvalidScenarioError(FieldError):
@@ -315,9 +317,23 @@ class Scenario:
             raise InvalidScenarioError("compute_factor", "low must be > 0")
         set_(self, "memory_gb", _range("memory_gb", self.memory_gb, lower=0))
         set_(self, "reference", ref)
+        self._check_snr_range()
         seconds = self.costs.flops / ref.flops_per_second
         seconds.flags.writeable = False
         set_(self, "block_seconds", seconds)
+
+    def _check_snr_range(self) -> None:
+        """Refuse an SNR whose linear mean received value ``10^(snr_db/10)`` (times the path
+        loss under ``"transmit"``) leaves ``[1e-300, 1e300]``: beyond it ``10^(snr_db/10)``
+        overflows to ``inf`` (or the rates underflow to 0) and no round could be computed."""
+        gain_db = 10 * math.log10(self.path_loss) if self.snr_convention == "transmit" else 0.0
+        received_db = self.snr_db + gain_db
+        if not -MAX_SNR_DB <= received_db <= MAX_SNR_DB:
+            raise InvalidScenarioError(
+                "snr_db",
+                f"{self.snr_db:g} dB gives a mean received SNR of {received_db:g} dB, outside "
+                f"the +-{MAX_SNR_DB:g} dB that a float can hold",
+            )
 
     # -- derived ---------------------------------------------------------------------------
 
