@@ -101,7 +101,8 @@ def solve_jbba_dual(
     ok = instance.memory_ok
     # Normalised units: time by tau, bandwidth by B.
     with np.errstate(all="ignore"):
-        tau = float(np.mean(J[ok])) + L * S / (B * float(np.median(r)))
+        full = B * float(np.median(r))  # 0 when it underflows: tau is then out of range
+        tau = float(np.mean(J[ok])) + (L * S / full if full > 0 else math.inf)
         upload = S / (B * tau) / r  # normalised upload times at full bandwidth
         scaled = 0 < tau < math.inf and bool(((upload >= SCALE) & (upload <= 1 / SCALE)).all())
     if not scaled:  # magnitudes the normalised dual cannot hold: BA stands (module docstring)
