@@ -86,9 +86,7 @@ def test_jbba_matches_brute_force_when_uploads_are_tiny_issue14_item3(seed):
         return
     assert result.feasible and math.isfinite(result.latency)
     assert math.isclose(result.latency, optimum, rel_tol=1e-12)
-    assert math.isclose(
-        p2_latency_of(data, result.assignment), result.latency, rel_tol=1e-12
-    )
+    assert math.isclose(p2_latency_of(data, result.assignment), result.latency, rel_tol=1e-12)
 
 
 # -- item 3: solve() validates what a scheme returns -----------------------------------------
@@ -260,9 +258,8 @@ def test_milp_refuses_instances_beyond_its_size_limit_issue14_item10():
 
 @pytest.mark.parametrize("snr_db", [4000.0, 1e308, -4000.0, -1e308])
 def test_snr_overflow_is_refused_naming_the_field_issue14_item10(snr_db):
-    from test_scenario import tiny_profile
-
     from loladeft.system.scenario import BlockCosts, InvalidScenarioError, Scenario
+    from test_scenario import tiny_profile
 
     costs = BlockCosts.from_profile(tiny_profile())
     with pytest.raises(InvalidScenarioError, match="snr_db"):
@@ -270,9 +267,8 @@ def test_snr_overflow_is_refused_naming_the_field_issue14_item10(snr_db):
 
 
 def test_large_but_representable_snr_still_works_issue14_item10():
-    from test_scenario import tiny_profile
-
     from loladeft.system.scenario import BlockCosts, Scenario
+    from test_scenario import tiny_profile
 
     costs = BlockCosts.from_profile(tiny_profile())
     sc = Scenario(costs, num_devices=6, snr_db=300.0)

@@ -42,7 +42,10 @@ HOSTILE = {
         json.dumps({**GOOD, "J": "X"}).replace('"X"', "[" * 3000 + "]" * 3000).encode(),
         "J",
     ),
-    "numeric-strings": (json.dumps({**GOOD, "block_memory": ["1", "2", "3"]}).encode(), "block_memory"),
+    "numeric-strings": (
+        json.dumps({**GOOD, "block_memory": ["1", "2", "3"]}).encode(),
+        "block_memory",
+    ),
     "nul-bytes": (b"\x00\x00\x00", "JSON"),
     "utf8-bom": (b"\xef\xbb\xbf" + json.dumps(GOOD).encode(), None),  # solvable
 }
@@ -145,9 +148,7 @@ def instances(draw) -> str:
     # Magnitudes from tiny to huge (uploads vanishing next to compute, overflowing uploads),
     # short of combining subnormals with near-overflow values in one instance.
     num = st.one_of(st.floats(min_value=0, max_value=1e12), st.sampled_from([0.0, 1e-9, 1e30]))
-    pos = st.one_of(
-        st.floats(min_value=1e-12, max_value=1e15), st.sampled_from([1e-12, 1.0, 1e30])
-    )
+    pos = st.one_of(st.floats(min_value=1e-12, max_value=1e15), st.sampled_from([1e-12, 1.0, 1e30]))
     tiny_r = st.one_of(pos, st.sampled_from([1e-310, 1e-300]))
     data = {
         "J": draw(st.lists(st.lists(num, min_size=L, max_size=L), min_size=K, max_size=K)),

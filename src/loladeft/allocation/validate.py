@@ -58,8 +58,11 @@ def validate_answer(instance: Instance, scheme: str, solution: Solution) -> Verd
     try:
         check_allocation(instance, assignment, bandwidth, rtol=BUDGET_RTOL)
     except LatencyOverflowError as exc:
-        reason = f"{scheme} found no allocation with a finite latency; {str(exc).removeprefix('latency: ')}"
-        return Verdict(assignment, bandwidth, instance.device_latency(assignment, bandwidth), reason)
+        detail = str(exc).removeprefix("latency: ")
+        reason = f"{scheme} found no allocation with a finite latency; {detail}"
+        return Verdict(
+            assignment, bandwidth, instance.device_latency(assignment, bandwidth), reason
+        )
     except ValueError as exc:
         raise AllocationError(f"scheme {scheme} returned an invalid allocation: {exc}") from None
     assignment = assignment.astype(np.intp, copy=False)

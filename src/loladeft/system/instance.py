@@ -76,7 +76,9 @@ def _check_numbers(name: str, value: Any, ndim: int) -> None:
         if depth < ndim and isinstance(item, (list, tuple)):
             if depth == ndim - 1 and set(map(type, item)) <= {float}:
                 continue  # the common case: a row of plain floats
-            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
+            stack.extend(
+                (v, depth + 1, f"{where}[{i}]") for i, v in reversed(list(enumerate(item)))
+            )
             continue
         problem = _not_a_number(item)
         if problem is None:
@@ -119,7 +121,9 @@ def _number(name: str, value: Any) -> float:
     try:
         x = float(value)
     except OverflowError:
-        raise InvalidInstanceError(name, "must be finite, got an integer too large for a float")
+        raise InvalidInstanceError(
+            name, "must be finite, got an integer too large for a float"
+        ) from None
     if not math.isfinite(x):
         raise InvalidInstanceError(name, f"must be finite, got {x}")
     if x <= 0:
@@ -163,9 +167,13 @@ def read_instance_file(path: str | Path) -> Any:
             "file", f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
     except RecursionError:
-        raise InvalidInstanceError("file", "not valid JSON for loladeft: nested too deeply") from None
+        raise InvalidInstanceError(
+            "file", "not valid JSON for loladeft: nested too deeply"
+        ) from None
     except ValueError:  # an integer beyond Python's digit limit for int(str)
-        raise InvalidInstanceError("file", "not valid JSON for loladeft: a number too long to read") from None
+        raise InvalidInstanceError(
+            "file", "not valid JSON for loladeft: a number too long to read"
+        ) from None
 
 
 @dataclass(frozen=True, eq=False)
