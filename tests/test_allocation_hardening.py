@@ -141,7 +141,7 @@ def test_solve_accepts_a_valid_answer_issue14_item3(monkeypatch):
 
 def test_check_allocation_refuses_non_finite_latency_issue14_item3():
     """A valid-looking allocation whose latency overflows is refused, naming latency."""
-    inst = Instance.from_mapping({**GOOD, "spectral_efficiency": [1e-310, 2.0, 1.0]})
+    inst = Instance.from_mapping({**GOOD, "spectral_efficiency": [1e-300, 2.0, 1.0], "block_bits": 1e20})
     with pytest.raises(ValueError, match="latency"):
         check_allocation(inst, [0, 2], [1e6, 0, 1e6])
 
@@ -190,13 +190,24 @@ def test_integer_too_large_for_a_float_is_refused_issue14_item4(field, value):
         Instance.from_mapping(data)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("spectral_efficiency", [1.0, 1e-310, 1.0]), ("bandwidth", 1e-320), ("block_bits", 5e-324)],
+)
+def test_subnormal_rates_and_sizes_are_refused_issue14_item10(field, value):
+    """A subnormal r_k, S or B has lost its precision (the fuzz test found bandwidth splits
+    rounding to 0 from them): refused in one line naming the field."""
+    with pytest.raises(InvalidInstanceError, match=field):
+        Instance.from_mapping({**GOOD, field: value})
+
+
 @pytest.mark.parametrize("seed", [-1, -(2**70)])
 def test_negative_seed_is_refused_issue14_item10(seed):
     with pytest.raises(FieldError, match="seed"):
         solve(GOOD, "random", seed=seed)
 
 
-OVERFLOW = {**GOOD, "spectral_efficiency": [1e-310, 1e-310, 1e-310]}
+OVERFLOW = {**GOOD, "spectral_efficiency": [1e-300, 1e-300, 1e-300], "block_bits": 1e20}
 
 
 @pytest.mark.parametrize("scheme", list(SCHEMES))
@@ -217,7 +228,12 @@ def test_upload_overflow_reason_names_the_upload_issue14_item10(scheme):
 @pytest.mark.parametrize("scheme", ["jbba", "jbba-dual", "ba", "ba-hungarian", "milp", "crunch"])
 def test_overflowing_device_is_avoided_by_exact_schemes_issue14_item10(scheme):
     """One device's upload overflows; the others suffice: a finite optimum, without it."""
-    data = {**GOOD, "spectral_efficiency": [1.0, 2.0, 1e-310], "device_memory": [2, 2, 2]}
+    data = {
+        **GOOD,
+        "spectral_efficiency": [1.0, 2.0, 1e-300],
+        "device_memory": [2, 2, 2],
+        "block_bits": 1e20,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = solve(data, scheme)
@@ -231,8 +247,9 @@ def test_baseline_on_an_overflowing_device_explains_issue14_item10():
     data = {
         **GOOD,
         "J": [[1.0, 2.0], [1.0, 3.0], [0.1, 0.2]],
-        "spectral_efficiency": [1.0, 2.0, 1e-310],
+        "spectral_efficiency": [1.0, 2.0, 1e-300],
         "device_memory": [2, 2, 2],
+        "block_bits": 1e20,
     }
     result = solve(data, "comp-aware")
     assert not result.feasible
@@ -283,6 +300,8 @@ def test_large_but_representable_snr_still_works_issue14_item10():
 EXTREMES = {
     "huge-B": {**EXAMPLE, "bandwidth": 1e300},
     "tiny-B": {**EXAMPLE, "bandwidth": 1e-300},
+    "subnormal-upload": {**EXAMPLE, "block_bits": 1e-150, "bandwidth": 1e-300, "J": [[0.0] * 4] * 6},
+    "vanishing-upload": {**EXAMPLE, "block_bits": 1e-150, "spectral_efficiency": [4e173] * 6},
     "tiny-S": {**EXAMPLE, "block_bits": 1e-300},
     "huge-S": {**EXAMPLE, "block_bits": 1e300},
     "zero-J": {**EXAMPLE, "J": np.zeros((6, 4)).tolist()},

@@ -109,7 +109,7 @@ def test_negative_seed_one_line_issue14_item10(tmp_path, seed):
 
 
 def test_upload_overflow_reason_through_the_cli_issue14_item10(tmp_path):
-    data = {**GOOD, "spectral_efficiency": [1e-310] * 4}
+    data = {**GOOD, "spectral_efficiency": [1e-300] * 4, "block_bits": 1e20}
     path = _write_bytes(tmp_path, "slow.json", json.dumps(data).encode())
     proc = run_cli(path, "--json")  # a real process: a stray numpy warning would show
     assert proc.returncode == 3
@@ -145,16 +145,21 @@ def instances(draw) -> str:
     """Mostly well-formed instances with extreme numbers, some with a field replaced."""
     K = draw(st.integers(1, 5))
     L = draw(st.integers(1, K))
-    # Magnitudes from tiny to huge (uploads vanishing next to compute, overflowing uploads),
-    # short of combining subnormals with near-overflow values in one instance.
-    num = st.one_of(st.floats(min_value=0, max_value=1e12), st.sampled_from([0.0, 1e-9, 1e30]))
-    pos = st.one_of(st.floats(min_value=1e-12, max_value=1e15), st.sampled_from([1e-12, 1.0, 1e30]))
-    tiny_r = st.one_of(pos, st.sampled_from([1e-310, 1e-300]))
+    # Every magnitude a double holds: uploads vanishing next to compute, overflowing uploads,
+    # subnormals (refused for r, S and B).
+    num = st.one_of(
+        st.floats(min_value=0, max_value=1e308),
+        st.sampled_from([0.0, 1e-310, 1e-9, 1.0, 1e30, 1e300]),
+    )
+    pos = st.one_of(
+        st.floats(min_value=1e-320, max_value=1e308),
+        st.sampled_from([1e-300, 1e-12, 1.0, 1e30, 1e300]),
+    )
     data = {
         "J": draw(st.lists(st.lists(num, min_size=L, max_size=L), min_size=K, max_size=K)),
         "block_memory": draw(st.lists(num, min_size=L, max_size=L)),
         "device_memory": draw(st.lists(num, min_size=K, max_size=K)),
-        "spectral_efficiency": draw(st.lists(tiny_r, min_size=K, max_size=K)),
+        "spectral_efficiency": draw(st.lists(pos, min_size=K, max_size=K)),
         "block_bits": draw(pos),
         "bandwidth": draw(pos),
     }

@@ -103,7 +103,7 @@ def solve_jbba_dual(
     with np.errstate(all="ignore"):
         full = B * float(np.median(r))  # 0 when it underflows: tau is then out of range
         tau = float(np.mean(J[ok])) + (L * S / full if full > 0 else math.inf)
-        upload = S / (B * tau) / r  # normalised upload times at full bandwidth
+        upload = np.float64(S) / (np.float64(B) * tau) / r  # normalised, at full bandwidth
         scaled = 0 < tau < math.inf and bool(((upload >= SCALE) & (upload <= 1 / SCALE)).all())
     if not scaled:  # magnitudes the normalised dual cannot hold: BA stands (module docstring)
         return _keep_better(instance, None, math.inf, -math.inf, 0)
@@ -149,7 +149,7 @@ def solve_jbba_dual(
         involved[assignment] = 1.0
         device_time = np.zeros(K)
         device_time[assignment] = Jn[assignment, blocks]
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore"):  # capped at 1e6 just below
             device_time += np.where(beta, Sn / (np.maximum(bw, 1e-300) * r), 0.0)
         lam = np.maximum(lam + eps * np.minimum(device_time - t, 1e6), 1e-9)
         mu = max(mu + eps * mu_scale * (bw.sum() - 1.0), 1e-9 * mu_scale)

@@ -56,6 +56,8 @@ def _array(name: str, value: Any, ndim: int) -> NDArray[np.float64]:
 
 #: Largest magnitude a float holds; a JSON integer beyond it cannot become a number here.
 _FLOAT_MAX = float(np.finfo(float).max)
+#: Least positive normal double; ``r_k``, ``S`` and ``B`` must be at least this.
+_FLOAT_TINY = float(np.finfo(float).tiny)
 
 
 def _check_numbers(name: str, value: Any, ndim: int) -> None:
@@ -128,7 +130,20 @@ def _number(name: str, value: Any) -> float:
         raise InvalidInstanceError(name, f"must be finite, got {x}")
     if x <= 0:
         raise InvalidInstanceError(name, f"must be > 0, got {x:g}")
+    if x < _FLOAT_TINY:
+        raise InvalidInstanceError(name, f"must be >= {_FLOAT_TINY:.3g} (a normal float), got {x:g}")
     return x
+
+
+def _require_normal(name: str, arr: NDArray[np.float64]) -> None:
+    """Refuse positive values below the least normal double (~2.2e-308): a subnormal
+    ``r_k``, ``S`` or ``B`` has lost its precision, and the bandwidth split built from it
+    could round to 0."""
+    ok = arr >= _FLOAT_TINY
+    if not ok.all():
+        raise InvalidInstanceError(
+            name, f"must be >= {_FLOAT_TINY:.3g} (a normal float), found {_first_bad(arr, ok)}"
+        )
 
 
 def _first_bad(arr: NDArray[np.float64], ok: NDArray[np.bool_]) -> str:
@@ -241,6 +256,7 @@ class Instance:
         _require("block_memory", b, positive=False)
         _require("device_memory", mem, positive=False)
         _require("spectral_efficiency", r, positive=True)
+        _require_normal("spectral_efficiency", r)
         set_ = object.__setattr__
         set_(self, "J", J)
         set_(self, "block_memory", b)
