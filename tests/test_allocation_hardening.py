@@ -141,7 +141,9 @@ def test_solve_accepts_a_valid_answer_issue14_item3(monkeypatch):
 
 def test_check_allocation_refuses_non_finite_latency_issue14_item3():
     """A valid-looking allocation whose latency overflows is refused, naming latency."""
-    inst = Instance.from_mapping({**GOOD, "spectral_efficiency": [1e-300, 2.0, 1.0], "block_bits": 1e20})
+    inst = Instance.from_mapping(
+        {**GOOD, "spectral_efficiency": [1e-300, 2.0, 1.0], "block_bits": 1e20}
+    )
     with pytest.raises(ValueError, match="latency"):
         check_allocation(inst, [0, 2], [1e6, 0, 1e6])
 
@@ -300,7 +302,12 @@ def test_large_but_representable_snr_still_works_issue14_item10():
 EXTREMES = {
     "huge-B": {**EXAMPLE, "bandwidth": 1e300},
     "tiny-B": {**EXAMPLE, "bandwidth": 1e-300},
-    "subnormal-upload": {**EXAMPLE, "block_bits": 1e-150, "bandwidth": 1e-300, "J": [[0.0] * 4] * 6},
+    "subnormal-upload": {
+        **EXAMPLE,
+        "block_bits": 1e-150,
+        "bandwidth": 1e-300,
+        "J": [[0.0] * 4] * 6,
+    },
     "vanishing-upload": {**EXAMPLE, "block_bits": 1e-150, "spectral_efficiency": [4e173] * 6},
     "tiny-S": {**EXAMPLE, "block_bits": 1e-300},
     "huge-S": {**EXAMPLE, "block_bits": 1e300},

@@ -63,6 +63,8 @@ from loladeft.allocation.result import Solution
 from loladeft.system.instance import Instance
 
 FloatArray = NDArray[np.float64]
+_TINY = float(np.finfo(float).tiny)  # least positive normal double
+_SMALLEST = float(np.finfo(float).smallest_subnormal)  # least positive double
 
 
 def solve_jbba(instance: Instance, *, max_newton: int = 64, **_: Any) -> Solution | None:
@@ -140,16 +142,19 @@ def _min_bandwidth_matching(instance: Instance, deadline: float) -> tuple[NDArra
 
 def _bandwidth_for(S: float, r: FloatArray, slack: FloatArray) -> FloatArray:
     """``S / (r slack)``, the bandwidth that uploads ``S`` bits at ``r`` within ``slack``
-    seconds (``inf`` where ``slack = 0``); where the product ``r slack`` overflows (it would
-    read as needing no bandwidth at all) it is computed as ``(S / slack) / r`` instead."""
+    seconds (``inf`` where ``slack = 0``). Where the product ``r slack`` overflows (it would
+    read as needing no bandwidth at all) or underflows (it would read as needing all of it),
+    it is computed as ``(S / slack) / r`` instead; a need below the least positive double is
+    that double, never 0."""
     with np.errstate(over="ignore", divide="ignore", under="ignore"):
         product = r * slack
-        need = S / product
-        huge = np.isinf(product)
-        if huge.any():
-            need = np.where(huge, (S / slack) / r, need)
-    # A need below the least positive double still needs some bandwidth: never read it as 0.
-    return np.maximum(need, np.finfo(float).smallest_subnormal)
+        need = np.divide(S, product)
+        if product.size and not (product.min() >= _TINY and product.max() < np.inf):
+            odd = ~((product >= _TINY) & (product < np.inf))  # over- or underflowed
+            need = np.where(odd, (S / slack) / r, need)  # one factor at a time
+        if need.size and need.min() < _SMALLEST:  # a need below the least positive double
+            np.maximum(need, _SMALLEST, out=need)
+    return need
 
 
 def _float_midpoint(a: float, b: float) -> float:

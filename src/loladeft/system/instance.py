@@ -131,7 +131,9 @@ def _number(name: str, value: Any) -> float:
     if x <= 0:
         raise InvalidInstanceError(name, f"must be > 0, got {x:g}")
     if x < _FLOAT_TINY:
-        raise InvalidInstanceError(name, f"must be >= {_FLOAT_TINY:.3g} (a normal float), got {x:g}")
+        raise InvalidInstanceError(
+            name, f"must be >= {_FLOAT_TINY:.3g} (a normal float), got {x:g}"
+        )
     return x
 
 
