@@ -368,7 +368,7 @@ def _dual_cases():
 
 def test_jbba_dual_never_worse_than_ba_issue11_item5():
     """Warm-started Algorithm 3 is never above BA (on these seeds the old one was above
-    it on 7 of 80 feasible instances), and never below the exact P2 optimum."""
+    it on 7 of these 78 feasible instances), and never below the exact P2 optimum."""
     for case in _dual_cases():
         ba = solve(case, "ba")
         if not ba.feasible:
