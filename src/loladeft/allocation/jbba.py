@@ -168,10 +168,20 @@ def _required_bandwidth(instance: Instance, deadline: float) -> RowCost:
     """Rows of ``w[k, l] = S / (r_k (T - J[k, l]))``, the bandwidth device ``k`` needs to
     finish block ``l`` by ``T``; ``inf`` where impossible (``J >= T``) or where C3 fails."""
     J, r, S, ok = instance.J, instance.spectral_efficiency, instance.block_bits, instance.memory_ok
+    # Fast path (every physical instance): no product r_k (T - J) can overflow, and one that
+    # underflows means a need above S / tiny >= B, which no matching can use anyway; so the
+    # plain quotient is exact where it matters. Otherwise :func:`_bandwidth_for`.
+    with np.errstate(over="ignore"):
+        plain = float(r.max()) * deadline < np.inf  # slack <= T since J >= 0
+    plain = plain and S >= instance.bandwidth * _TINY
 
     def rows(index: NDArray[np.intp] | slice) -> FloatArray:
         slack = deadline - J[index]
-        need = _bandwidth_for(S, r[index, None], slack)
+        if plain:
+            with np.errstate(divide="ignore"):
+                need = S / (r[index, None] * slack)
+        else:
+            need = _bandwidth_for(S, r[index, None], slack)
         return np.where(ok[index] & (slack > 0), need, np.inf)
 
     return rows
