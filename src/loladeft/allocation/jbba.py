@@ -178,7 +178,7 @@ def _required_bandwidth(instance: Instance, deadline: float) -> RowCost:
     def rows(index: NDArray[np.intp] | slice) -> FloatArray:
         slack = deadline - J[index]
         if plain:
-            with np.errstate(divide="ignore"):
+            with np.errstate(divide="ignore", over="ignore"):  # only where slack < 0: masked
                 need = S / (r[index, None] * slack)
         else:
             need = _bandwidth_for(S, r[index, None], slack)
