@@ -267,9 +267,11 @@ def equalizing_bandwidth(
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             slope = r * bandwidth**2 / S
             move = excess * slope / slope.sum()
-        if np.isfinite(move).all():  # else (extreme magnitudes) only the scaling below
+        if np.isfinite(move).all() and (move < bandwidth).all():  # else only the scaling
             bandwidth -= move
         total = bandwidth.sum()
         if total > B:
             bandwidth *= B / total
+            if bandwidth.min() <= 0:  # a share rounded to 0 (extreme magnitudes only)
+                np.maximum(bandwidth, _SMALLEST, out=bandwidth)
     return bandwidth
