@@ -56,3 +56,11 @@ class FederationError(LoladeftError, RuntimeError):
 class InvalidReply(LoladeftError, ValueError):
     """A Flower node's reply that must not be used; the message says why. The server treats
     it as that node's failure (its block is reassigned), never the run's."""
+
+
+class AllocationError(LoladeftError, RuntimeError):
+    """A scheme returned an allocation that breaks C1–C3 or the bandwidth budget.
+
+    This is a defect of the scheme, never of the input: :func:`loladeft.solve` checks every
+    answer (:func:`loladeft.allocation.validate.validate_answer`) before calling it feasible.
+    """

@@ -49,8 +49,7 @@ def _array(name: str, value: Any, ndim: int) -> NDArray[np.float64]:
     else:
         if isinstance(value, (str, bytes, Mapping)) or value is None:
             raise InvalidInstanceError(name, f"must be a list of numbers, got {_kind(value)}")
-        if _has_bool(value):
-            raise InvalidInstanceError(name, "must hold numbers, found a boolean")
+        _check_numbers(name, value, ndim)
         try:
             arr = np.array(value, dtype=float)
         except (ValueError, TypeError) as exc:
@@ -64,18 +63,53 @@ def _array(name: str, value: Any, ndim: int) -> NDArray[np.float64]:
     return arr
 
 
-def _has_bool(value: Any) -> bool:
-    """Whether ``value`` (an array or nested sequence) holds booleans, which numpy would
-    silently turn into 0 and 1."""
+#: Largest magnitude a float holds; a JSON integer beyond it cannot become a number here.
+_FLOAT_MAX = float(np.finfo(float).max)
+#: Least positive normal double; ``r_k``, ``S`` and ``B`` must be at least this.
+_FLOAT_TINY = float(np.finfo(float).tiny)
+
+
+def _check_numbers(name: str, value: Any, ndim: int) -> None:
+    """Refuse, naming ``name`` and the entry, anything in ``value`` (an array or nested
+    sequence) that numpy would silently turn into a number or fail on: booleans (0/1),
+    numeric strings (``"1.0"``), ``None``, objects, integers too large for a float, and
+    nesting deeper than ``ndim`` (walked without recursion, so any depth is refused in one
+    line). Shape problems (ragged rows, too few dimensions) are left to numpy's check."""
     if isinstance(value, np.ndarray):
-        return value.dtype == np.bool_ or (
-            value.dtype == object and any(_has_bool(v) for v in value.ravel())
-        )
-    if isinstance(value, (bool, np.bool_)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return any(_has_bool(v) for v in value)
-    return False
+        if value.dtype.kind in "biufc":
+            if value.dtype == np.bool_:
+                raise InvalidInstanceError(name, "must hold numbers, found a boolean")
+            return
+        value = value.tolist()
+    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    while stack:
+        item, depth, where = stack.pop()
+        if depth < ndim and isinstance(item, (list, tuple)):
+            if depth == ndim - 1 and set(map(type, item)) <= {float}:
+                continue  # the common case: a row of plain floats
+            stack.extend(
+                (v, depth + 1, f"{where}[{i}]") for i, v in reversed(list(enumerate(item)))
+            )
+            continue
+        problem = _not_a_number(item)
+        if problem is None:
+            continue
+        if isinstance(item, (list, tuple)):
+            problem = "nested deeper than " + ("a list" if ndim == 1 else "a list of lists")
+        raise InvalidInstanceError(name, f"must hold only numbers, found {problem} at {where}")
+
+
+def _not_a_number(item: Any) -> str | None:
+    """What is wrong with one entry of an instance array, or ``None`` if it is a number."""
+    if isinstance(item, (bool, np.bool_)):
+        return "a boolean"
+    if isinstance(item, (int, np.integer)):
+        return None if abs(int(item)) <= _FLOAT_MAX else "an integer too large for a float"
+    if isinstance(item, (float, np.floating)):
+        return None
+    if isinstance(item, str):
+        return f"a string {item[:20]!r}"
+    return _kind(item) if item is None else f"a {type(item).__name__}"
 
 
 def _coerce_problem(value: Any, ndim: int, exc: Exception) -> str:
@@ -95,11 +129,20 @@ def _kind(value: Any) -> str:
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidInstanceError(name, f"must be a number, got {_kind(value)}")
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:
+        raise InvalidInstanceError(
+            name, "must be finite, got an integer too large for a float"
+        ) from None
     if not math.isfinite(x):
         raise InvalidInstanceError(name, f"must be finite, got {x}")
     if x <= 0:
         raise InvalidInstanceError(name, f"must be > 0, got {x:g}")
+    if x < _FLOAT_TINY:
+        raise InvalidInstanceError(
+            name, f"must be >= {_FLOAT_TINY:.3g} (a normal float), got {x:g}"
+        )
     return x
 
 
@@ -128,6 +171,17 @@ def _extra_memory(value: Any) -> float:
     return x
 
 
+def _require_normal(name: str, arr: NDArray[np.float64]) -> None:
+    """Refuse positive values below the least normal double (~2.2e-308): a subnormal
+    ``r_k``, ``S`` or ``B`` has lost its precision, and the bandwidth split built from it
+    could round to 0."""
+    ok = arr >= _FLOAT_TINY
+    if not ok.all():
+        raise InvalidInstanceError(
+            name, f"must be >= {_FLOAT_TINY:.3g} (a normal float), found {_first_bad(arr, ok)}"
+        )
+
+
 def _first_bad(arr: NDArray[np.float64], ok: NDArray[np.bool_]) -> str:
     idx = np.unravel_index(int(np.argmin(ok)), arr.shape)
     where = "".join(f"[{i}]" for i in idx)
@@ -142,6 +196,35 @@ def _require(name: str, arr: NDArray[np.float64], *, positive: bool) -> None:
     if not ok.all():
         bound = "> 0" if positive else ">= 0"
         raise InvalidInstanceError(name, f"must be {bound}, found {_first_bad(arr, ok)}")
+
+
+def read_instance_file(path: str | Path) -> Any:
+    """The JSON value of an instance file, or :class:`InvalidInstanceError` (field
+    ``"file"``) saying in one line why it cannot be read: a missing or unreadable file, a
+    directory, text that is not UTF-8 (a leading byte-order mark is allowed), invalid JSON,
+    nesting too deep for the parser, or a number too long to read."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InvalidInstanceError("file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInstanceError(
+            "file", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInstanceError(
+            "file", f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise InvalidInstanceError(
+            "file", "not valid JSON for loladeft: nested too deeply"
+        ) from None
+    except ValueError:  # an integer beyond Python's digit limit for int(str)
+        raise InvalidInstanceError(
+            "file", "not valid JSON for loladeft: a number too long to read"
+        ) from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,6 +308,7 @@ class Instance:
         _require("block_memory", b, positive=False)
         _require("device_memory", mem, positive=False)
         _require("spectral_efficiency", r, positive=True)
+        _require_normal("spectral_efficiency", r)
         set_ = object.__setattr__
         set_(self, "J", J)
         set_(self, "block_memory", b)
@@ -252,17 +336,7 @@ class Instance:
     @classmethod
     def from_json(cls, path: str | Path) -> Instance:
         """Read an instance file (see the module docstring)."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInstanceError("file", f"cannot read {path}: {exc.strerror}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidInstanceError(
-                "file", f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-            ) from None
-        return cls.from_mapping(data)
+        return cls.from_mapping(read_instance_file(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The instance-file form (plain lists), the inverse of :meth:`from_mapping`."""
@@ -317,14 +391,27 @@ class Instance:
         )
 
 
+class LatencyOverflowError(ValueError):
+    """An allocation that meets C1–C3 and the budget but whose latency (eq. 7) is not a
+    finite double: an upload ``S / (B_k r_k)`` (or ``J + upload``) overflows."""
+
+
 def check_allocation(
     instance: Instance, assignment: ArrayLike, bandwidth: ArrayLike, *, rtol: float = 1e-9
 ) -> None:
-    """Raise ``ValueError`` unless an allocation satisfies C1–C3 and the bandwidth budget.
+    """Raise ``ValueError`` unless an allocation satisfies C1–C3 and the bandwidth budget
+    and has a finite latency: every rule an answer of a scheme must follow, in one place
+    (:func:`loladeft.solve` calls it on every answer before calling it feasible).
 
     C1: every block is computed by exactly one device (``assignment`` has ``L`` valid
     device indices). C2: no device computes two blocks. C3: ``b(l) <= b̂_k`` for every pair.
-    Bandwidth: ``B_k > 0`` for used devices, ``B_k >= 0`` and ``sum B_k <= B (1 + rtol)``.
+    Bandwidth: finite, ``B_k > 0`` for used devices, ``B_k >= 0`` and
+    ``sum B_k <= B (1 + rtol)``. Latency: every ``T_k`` (eq. 7) finite, else
+    :class:`LatencyOverflowError` (a ``ValueError``) naming the device.
+
+    The message starts with the rule broken (``"C1: "``, ``"C2: "``, ``"C3: "``,
+    ``"bandwidth: "``, ``"latency: "``). A variant with several blocks per device extends
+    C2 here, and only here.
     """
     if instance.max_blocks_per_device > 1:
         check_multiblock_allocation(instance, assignment, bandwidth, rtol=rtol)
@@ -350,6 +437,7 @@ def check_allocation(
         raise ValueError(
             f"bandwidth: sum {bw.sum():.6g} exceeds the budget {instance.bandwidth:.6g}"
         )
+    _check_finite_latency(instance, a, bw)
 
 
 def check_multiblock_allocation(
@@ -390,4 +478,22 @@ def check_multiblock_allocation(
     if bw.sum() > instance.bandwidth * (1 + rtol):
         raise ValueError(
             f"bandwidth: sum {bw.sum():.6g} exceeds the budget {instance.bandwidth:.6g}"
+        )
+    _check_finite_latency(instance, a, bw)
+
+
+def _check_finite_latency(
+    instance: Instance, assignment: NDArray[np.intp], bandwidth: NDArray[np.float64]
+) -> None:
+    """The latency part of :func:`check_allocation` (C1–C3 and the budget already hold)."""
+    T = instance.device_latency(assignment, bandwidth)
+    bad = ~np.isfinite(T[assignment])
+    if bad.any():
+        l = int(np.argmax(bad))
+        k = int(assignment[l])
+        raise LatencyOverflowError(
+            f"latency: device {k} (block of depth {l + 1}) never finishes: its upload "
+            f"S / (B_k r_k) = {instance.block_bits:.6g} / ({bandwidth[k]:.6g} Hz x "
+            f"spectral_efficiency[{k}] = {instance.spectral_efficiency[k]:.6g}) "
+            f"plus J[{k}][{l}] = {instance.J[k, l]:.6g} s overflows"
         )

@@ -44,8 +44,14 @@ def spectral_efficiency(snr: ArrayLike) -> FloatArray:
 
 
 def upload_latency(block_bits: float, bandwidth: ArrayLike, r: ArrayLike) -> FloatArray:
-    """Upload latency ``S / (B_k r_k)`` of one block's gradient (eq. 5)."""
-    return block_bits / (np.asarray(bandwidth, dtype=float) * np.asarray(r, dtype=float))
+    """Upload latency ``S / (B_k r_k)`` of one block's gradient (eq. 5).
+
+    ``inf`` where the upload cannot finish in a representable time (``B_k r_k`` so small
+    that the quotient overflows a double, or ``B_k = 0``): a device in that state can never
+    be scheduled, which the schedulers and :func:`loladeft.solve` handle and explain.
+    """
+    with np.errstate(over="ignore", divide="ignore"):
+        return block_bits / (np.asarray(bandwidth, dtype=float) * np.asarray(r, dtype=float))
 
 
 def device_latency(
@@ -79,9 +85,9 @@ def device_latency(
     bandwidth = np.asarray(bandwidth, dtype=float)
     T = np.zeros(J.shape[0])
     blocks = np.arange(assignment.size)
-    T[assignment] = J[assignment, blocks] + upload_latency(
-        block_bits, bandwidth[assignment], r[assignment]
-    )
+    upload = upload_latency(block_bits, bandwidth[assignment], r[assignment])
+    with np.errstate(over="ignore"):  # J + upload beyond the largest double: inf, as above
+        T[assignment] = J[assignment, blocks] + upload
     return T
 
 

@@ -94,6 +94,8 @@ SPLIT_RULES = ("active", "all")
 #: The paper's benchmark schemes (Sec. VI-A-4) and the random allocation, whose equal
 #: bandwidth follows ``benchmark_split``.
 BENCHMARK_SCHEMES = frozenset({"comm-aware", "comp-aware", "random"})
+#: Largest |mean received SNR| in dB a scenario accepts (10^300 is far from overflowing).
+MAX_SNR_DB = 3000.0
 
 
 class InvalidScenarioError(FieldError):
@@ -388,11 +390,25 @@ class Scenario:
                 raise InvalidScenarioError(
                     name, f"must be one of {', '.join(SPLIT_RULES)}, got {getattr(self, name)!r}"
                 )
+        self._check_snr_range()
         seconds = self.costs.flops / ref.flops_per_second
         if self.compute_scale != 1.0:
             seconds = seconds * self.compute_scale
         seconds.flags.writeable = False
         set_(self, "block_seconds", seconds)
+
+    def _check_snr_range(self) -> None:
+        """Refuse an SNR whose linear mean received value ``10^(snr_db/10)`` (times the path
+        loss under ``"transmit"``) leaves ``[1e-300, 1e300]``: beyond it ``10^(snr_db/10)``
+        overflows to ``inf`` (or the rates underflow to 0) and no round could be computed."""
+        gain_db = 10 * math.log10(self.path_loss) if self.snr_convention == "transmit" else 0.0
+        received_db = self.snr_db + gain_db
+        if not -MAX_SNR_DB <= received_db <= MAX_SNR_DB:
+            raise InvalidScenarioError(
+                "snr_db",
+                f"{self.snr_db:g} dB gives a mean received SNR of {received_db:g} dB, outside "
+                f"the +-{MAX_SNR_DB:g} dB that a float can hold",
+            )
 
     # -- derived ---------------------------------------------------------------------------
 
