@@ -25,6 +25,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from helpers.tiny import NUM_LAYERS, tiny_config  # noqa: E402
 from loladeft.training.engine import (  # noqa: E402
     Trainer,
     carried_blocks,
@@ -32,7 +33,6 @@ from loladeft.training.engine import (  # noqa: E402
     device_gradients,
     full_gradient,
 )
-from tiny import NUM_LAYERS, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -497,7 +497,7 @@ def test_node_refuses_a_bad_block_list():
 
 
 # ----------------------------------------------------------------------- MiniLM on 3 devices
-GLUE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue"
+GLUE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue"
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ import pytest
 
 import loladeft.allocation.baselines as baselines
 import loladeft.allocation.registry as registry
-from conftest import make_instance, make_medium_instance
+from helpers.instances import make_instance, make_medium_instance
+from helpers.reference import brute_force_p2, p2_latency_of
 from loladeft.allocation.registry import SCHEMES, solve
 from loladeft.exceptions import (
     AllocationError,
@@ -29,9 +30,8 @@ from loladeft.exceptions import (
     UnsupportedInstanceError,
 )
 from loladeft.system.instance import Instance, check_allocation
-from reference import brute_force_p2, p2_latency_of
 
-EXAMPLE = json.loads((Path(__file__).parents[1] / "examples" / "paper-example.json").read_text())
+EXAMPLE = json.loads((Path(__file__).parents[2] / "examples" / "paper-example.json").read_text())
 P2_SCHEMES = ("jbba", "jbba-dual")
 
 
@@ -277,8 +277,9 @@ def test_milp_refuses_instances_beyond_its_size_limit_issue14_item10():
 
 @pytest.mark.parametrize("snr_db", [4000.0, 1e308, -4000.0, -1e308])
 def test_snr_overflow_is_refused_naming_the_field_issue14_item10(snr_db):
-    from loladeft.system.scenario import BlockCosts, InvalidScenarioError, Scenario
     from test_scenario import tiny_profile
+
+    from loladeft.system.scenario import BlockCosts, InvalidScenarioError, Scenario
 
     costs = BlockCosts.from_profile(tiny_profile())
     with pytest.raises(InvalidScenarioError, match="snr_db"):
@@ -286,8 +287,9 @@ def test_snr_overflow_is_refused_naming_the_field_issue14_item10(snr_db):
 
 
 def test_large_but_representable_snr_still_works_issue14_item10():
-    from loladeft.system.scenario import BlockCosts, Scenario
     from test_scenario import tiny_profile
+
+    from loladeft.system.scenario import BlockCosts, Scenario
 
     costs = BlockCosts.from_profile(tiny_profile())
     sc = Scenario(costs, num_devices=6, snr_db=300.0)

@@ -15,10 +15,9 @@ import warnings
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from test_cli_solve import GOOD, INFEASIBLE, _strict_json, assert_one_error_line, run_cli
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "paper-example.json")
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "paper-example.json")
 
 
 def _write_bytes(tmp_path, name: str, content: bytes) -> str:

@@ -23,7 +23,7 @@ from loladeft.allocation.registry import SCHEMES, solve
 from loladeft.exceptions import InvalidInstanceError, UnsupportedInstanceError
 from loladeft.system.instance import Instance, check_allocation
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_instance(seed: int, K: int, L: int, *, m: int, e: float, kind: str) -> Instance:

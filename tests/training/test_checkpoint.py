@@ -16,10 +16,10 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
+from helpers.tiny import tiny_config  # noqa: E402
 from loladeft.training import checkpoint  # noqa: E402
 from loladeft.training.engine import ResumeError, Trainer  # noqa: E402
 from loladeft.training.run import OutputError, train  # noqa: E402
-from tiny import tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

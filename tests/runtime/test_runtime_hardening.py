@@ -29,12 +29,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from flower_fakes import FakeGrid  # noqa: E402
+from helpers.flower_fakes import FakeGrid  # noqa: E402
+from helpers.tiny import tiny_config  # noqa: E402
 from loladeft.runtime import flower_patches, protocol  # noqa: E402
 from loladeft.runtime.server import FlowerTrainer  # noqa: E402
-from tiny import tiny_config  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.flower]
 
 K = 5
 NAN, INF = math.nan, math.inf

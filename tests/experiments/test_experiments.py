@@ -259,7 +259,7 @@ def test_default_config_is_the_papers_setting():
 def test_paper_config_file_is_the_default():
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "paper.toml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "paper.toml"
     assert load_config(path) == Config()
     text = path.read_text()
     for table in ("[scenario]", "[sweeps]"):  # the file shows every table of the sweep

@@ -17,7 +17,7 @@ from loladeft.experiments.simulate import load_block_costs
 from loladeft.system.instance import Instance
 from loladeft.system.scenario import BlockCosts, Scenario
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_preset_is_its_table_over_the_defaults():

@@ -23,7 +23,7 @@ from loladeft.system.grouping import (
 )
 from loladeft.system.instance import Instance
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-c", "from loladeft.cli.app import main; main()"]
 
 

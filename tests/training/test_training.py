@@ -23,10 +23,10 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("sklearn")
 
+from helpers.tiny import NUM_LAYERS, tiny_config  # noqa: E402
 from loladeft.training.engine import Trainer, device_gradient, full_gradient  # noqa: E402
 from loladeft.training.metrics import task_metrics  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
-from tiny import NUM_LAYERS, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -335,7 +335,7 @@ def test_centralized_baseline_uses_m_times_batch(tiny, tmp_path):
     assert {r["mode"] for r in rows} == {"centralized"} and rows[-1]["sim_time_s"] == ""
 
 
-GLUE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue"
+GLUE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue"
 
 
 @pytest.mark.skipif(not GLUE.is_dir(), reason="no GLUE TSV folder at ../shared/data/glue")
