@@ -135,7 +135,7 @@ def test_profiled_and_trained_models_are_built_by_one_function(tiny, monkeypatch
     torch = pytest.importorskip("torch")
     from loladeft.profiling.profiler import profile_model
     from loladeft.training.engine import Trainer
-    from tiny import tiny_config
+    from helpers.tiny import tiny_config
 
     built: list[tuple[bool, object]] = []
     real = models.build

@@ -358,7 +358,7 @@ def _same(a: dict, b: dict) -> bool:
 
 def test_flower_rounds_with_fewer_devices_equal_in_process_rounds(tiny):
     pytest.importorskip("flwr")
-    from flower_fakes import FakeGrid
+    from helpers.flower_fakes import FakeGrid
 
     cfg = tiny_config(
         tiny, rounds=3, num_devices=2, max_blocks_per_device=2, lora_dropout=0.1, eval_every=1
@@ -381,7 +381,7 @@ def test_flower_rounds_with_fewer_devices_equal_in_process_rounds(tiny):
 
 def test_flower_rounds_with_grouped_layers_equal_in_process_rounds(tiny4):
     pytest.importorskip("flwr")
-    from flower_fakes import FakeGrid
+    from helpers.flower_fakes import FakeGrid
 
     cfg = tiny_config(tiny4, rounds=2, num_devices=2, layers_per_block=2, lora_dropout=0.1)
     local = Trainer(cfg).setup()
@@ -397,7 +397,7 @@ def test_failed_multiblock_device_blocks_are_skipped_together(tiny):
     """K = 2, L = 3: the device carrying two blocks fails, the other is busy: both of its
     blocks are skipped (not stepped), the third block is."""
     pytest.importorskip("flwr")
-    from flower_fakes import FakeGrid
+    from helpers.flower_fakes import FakeGrid
 
     cfg = tiny_config(tiny, rounds=1, num_devices=2, max_blocks_per_device=2)
 
@@ -427,7 +427,7 @@ def test_failed_multiblock_device_blocks_move_together(tiny):
     from dataclasses import replace
 
     pytest.importorskip("flwr")
-    from flower_fakes import FakeGrid
+    from helpers.flower_fakes import FakeGrid
 
     cfg = tiny_config(tiny, rounds=1, num_devices=4, max_blocks_per_device=3)
     local = Trainer(cfg).setup()
