@@ -133,9 +133,9 @@ def test_profiled_and_trained_models_are_built_by_one_function(tiny, monkeypatch
     """The profiler and the engine both call ``models.build``; their LoRA parameters (and
     block order) are the same names and shapes."""
     torch = pytest.importorskip("torch")
+    from helpers.tiny import tiny_config
     from loladeft.profiling.profiler import profile_model
     from loladeft.training.engine import Trainer
-    from helpers.tiny import tiny_config
 
     built: list[tuple[bool, object]] = []
     real = models.build
