@@ -27,7 +27,7 @@ Entry point (library only)::
     from loladeft.experiments.fewer_devices import fewer_devices, write_csv, plot
     rows = fewer_devices()                      # K = 4, 8, ..., 64; 50 rounds; seed 0
     write_csv(rows, "results/fewer_devices.csv")
-    plot(rows, "results/fewer_devices.png")     # needs matplotlib
+    plot(rows, "results/fewer_devices")         # .png and .pdf
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +46,9 @@ from loladeft.system.grouping import group_depth_costs
 from loladeft.system.instance import Instance
 from loladeft.system.scenario import BlockCosts, Scenario
 
-#: The shipped Llama-7B profile (``loladeft profile --model llama-7b --lora-targets
-#: q_proj,v_proj --no-timing``: fp32, batch 32, seq 128, LoRA r = 8).
-LLAMA_7B = "llama-7b.json"
+#: The shipped Llama-7B profile, a builtin (``scripts/regenerate_profiles.sh``: fp32, batch
+#: 32, seq 128, LoRA r = 8 on q_proj and v_proj).
+LLAMA_7B = "llama-7b"
 DEVICES = tuple(range(4, 65, 4))
 SCHEMES = ("jbba", "comm-aware", "grouped-jbba", "multiblock-jbba", "multiblock-ba")
 #: CSV columns, the same as ``loladeft simulate``'s (x column: ``num_devices``).
@@ -58,7 +57,9 @@ CSV_COLUMNS = ("num_devices", "scheme", "mean_latency_s", "ci95_s", "rounds", "i
 
 def llama_7b_profile() -> Path:
     """Path of the shipped 32-layer Llama-7B profile."""
-    return Path(str(resources.files("loladeft.data") / LLAMA_7B))
+    from loladeft.profiling.profile import builtin_profile_path
+
+    return builtin_profile_path(LLAMA_7B)
 
 
 @dataclass(frozen=True)
@@ -190,16 +191,11 @@ def write_csv(rows: Sequence[Row], path: str | Path) -> Path:
     return path
 
 
-def plot(rows: Sequence[Row], path: str | Path) -> Path:
-    """Mean round latency against ``K``, one line per scheme (needs matplotlib)."""
-    import matplotlib
+def plot(rows: Sequence[Row], path: str | Path) -> list[Path]:
+    """Mean round latency against ``K``, one line per scheme: ``path`` as PNG and PDF."""
+    from loladeft.experiments.plotting import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.0))
     for scheme in SCHEMES:
         mine = [r for r in rows if r.scheme == scheme and math.isfinite(r.mean_latency_s)]
         if mine:
@@ -215,10 +211,7 @@ def plot(rows: Sequence[Row], path: str | Path) -> Path:
     ax.set_title("Llama-7B, 32 blocks: fewer devices than blocks")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path, tight=True)
 
 
 __all__ = ["CSV_COLUMNS", "DEVICES", "SCHEMES", "Row", "fewer_devices", "plot", "write_csv"]

@@ -47,7 +47,7 @@ from numpy.typing import NDArray
 from loladeft.exceptions import FieldError, LoladeftError
 
 #: Names of the profiles shipped in ``loladeft/data/<name>.json``.
-BUILTIN_PROFILES = ("roberta-base", "minilm")
+BUILTIN_PROFILES = ("roberta-base", "minilm", "llama-7b")
 
 #: Data types a profile may be measured in, and their size in bytes.
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
