@@ -22,7 +22,7 @@ command defaults (:data:`COMMAND_DEFAULTS`) < a scenario preset (:data:`PRESETS`
 >>> cfg.train.lr, cfg.scenario.num_devices, cfg.lora.r
 (0.001, 20, 8)
 
-Errors (:class:`ConfigError`) are one line naming the key: ``train.lr: must be > 0, got -1``.
+Errors (:class:`InputError`) are one line naming the key: ``train.lr: must be > 0, got -1``.
 
 The Flower app reads the same settings as flat typed run-config entries (``train.lr =
 0.0005``), so ``flwr run --run-config 'train.lr=1e-3'`` overrides one of them
@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loladeft.allocation.registry import SCHEMES
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InputError
 from loladeft.system.reference import DEFAULT_REFERENCE, REFERENCE_DEVICES
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "COMMAND_DEFAULTS",
     "PRESETS",
     "Config",
-    "ConfigError",
     "LoraSettings",
     "RuntimeSettings",
     "ScenarioSettings",
@@ -74,10 +73,6 @@ SplitRule = Literal["active", "all"]
 Upload = Literal["block", "block+head"]
 Statistic = Literal["median", "mean"]
 ReferenceName = Literal[tuple(REFERENCE_DEVICES)]  # type: ignore[valid-type]
-
-
-class ConfigError(LoladeftError, ValueError):
-    """A setting is unknown or out of range; the message names its key."""
 
 
 # Strict scalars: a TOML string "3" or a boolean is not a number, 1.5 is not a count.
@@ -296,11 +291,12 @@ class TrainSettings(_Table):
     def _task(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from loladeft.training.data import DataError, get_task  # numpy only
+        from loladeft.exceptions import InputError
+        from loladeft.training.data import get_task  # numpy only
 
         try:
             return get_task(value).name
-        except DataError as exc:
+        except InputError as exc:
             raise ValueError(str(exc).removeprefix("task: ")) from None
 
     @property
@@ -475,7 +471,7 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
         for t in tables:
             node = node.setdefault(t, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"{key}: {t} is not a table")
+                raise InputError(f"{key}: {t} is not a table")
         node[leaf] = value
     return out
 
@@ -509,25 +505,25 @@ def build(data: Mapping[str, Any]) -> Config:
 
     Raises
     ------
-    ConfigError
+    InputError
         The first unknown key or invalid value, by its dotted key.
     """
     try:
         return Config.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(_first_error(exc)) from None
+        raise InputError(_first_error(exc)) from None
     except RecursionError:
-        raise ConfigError("config: nested too deeply") from None
+        raise InputError("config: nested too deeply") from None
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The tables of a TOML file (one-line :class:`ConfigError` if unreadable)."""
+    """The tables of a TOML file (one-line :class:`InputError` if unreadable)."""
     try:
         return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(f"config: cannot read {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError(f"config: {path} is not valid TOML ({exc})") from None
+        raise InputError(f"config: {path} is not valid TOML ({exc})") from None
 
 
 def load_config(
@@ -553,9 +549,9 @@ def load_config(
 
 
 def preset_values(name: Any) -> dict[str, Any]:
-    """The ``[scenario]`` values of the preset ``name`` (:class:`ConfigError` if unknown)."""
+    """The ``[scenario]`` values of the preset ``name`` (:class:`InputError` if unknown)."""
     if not isinstance(name, str) or name not in PRESETS:
-        raise ConfigError(f"preset: unknown {name!r}; choose one of {', '.join(PRESETS)}")
+        raise InputError(f"preset: unknown {name!r}; choose one of {', '.join(PRESETS)}")
     return dict(PRESETS[name])
 
 
@@ -603,7 +599,7 @@ def from_flat(flat: Mapping[str, Any]) -> Config:
         table, _, leaf = key.partition(".")
         section = Config.model_fields[table].annotation if table in RUN_TABLES else None
         if section is None or leaf not in section.model_fields:
-            raise ConfigError(f"{key}: unknown key")
+            raise InputError(f"{key}: unknown key")
         field = section.model_fields[leaf]
         if value == "" and field.default is None:
             value = None

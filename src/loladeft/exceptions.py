@@ -31,6 +31,16 @@ class FieldError(LoladeftError, ValueError):
         super().__init__(f"{self.prefix}{field}: {problem}")
 
 
+class InputError(LoladeftError, ValueError):
+    """Something the user gave that cannot be used: a configuration value, a data set, a
+    model, a profile, an output folder, a checkpoint. The message names it."""
+
+
+class RunError(LoladeftError, RuntimeError):
+    """A run stopped on purpose: a non-finite loss or gradient, or nothing was trained. What
+    it had written is kept."""
+
+
 class InvalidInstanceError(FieldError):
     """An instance (or one of its fields) is malformed."""
 

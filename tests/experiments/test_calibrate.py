@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loladeft.cli.app import app
-from loladeft.config import ConfigError, load_config
+from loladeft.config import load_config
+from loladeft.exceptions import InputError
 from loladeft.experiments.calibrate import (
     _Model,
     calibrate,
@@ -34,7 +35,7 @@ def test_parse_target():
         ("fig5:ba/nope=0.6", "unknown scheme 'nope'"),
         ("fig5:ba/comm-aware=-1", "must be a number > 0"),
     ):
-        with pytest.raises(ConfigError, match=msg):
+        with pytest.raises(InputError, match=msg):
             parse_target(bad)
 
 

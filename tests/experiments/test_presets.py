@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from loladeft.allocation.registry import solve
 from loladeft.cli.app import app
-from loladeft.config import PRESETS, ConfigError, load_config
+from loladeft.config import PRESETS, load_config
+from loladeft.exceptions import InputError
 from loladeft.experiments.runner import simulate_point
 from loladeft.experiments.simulate import load_block_costs
 from loladeft.system.instance import Instance
@@ -53,7 +54,7 @@ def test_preset_sits_below_the_file_and_the_flags(tmp_path):
     assert cfg.scenario.equal_split == "all" and cfg.scenario.snr_db == 3.0
     assert cfg.scenario.compute_scale == 0.5
     path.write_text('preset = "nope"\n')
-    with pytest.raises(ConfigError, match=r"^preset: unknown 'nope'; choose one of paper-literal"):
+    with pytest.raises(InputError, match=r"^preset: unknown 'nope'; choose one of paper-literal"):
         load_config(path)
 
 

@@ -314,14 +314,15 @@ def test_too_few_devices_or_a_bad_grouping_is_one_line(tiny, settings, words):
 
 
 def test_bad_settings_name_their_key():
-    from loladeft.config import ConfigError, load_config
+    from loladeft.config import load_config
+    from loladeft.exceptions import InputError
 
     for key, value, words in [
         ("scenario.max_blocks_per_device", 0, "greater than or equal to 1"),
         ("scenario.layers_per_block", 1.5, "valid integer"),
         ("scenario.extra_block_memory_gb", -1.0, "greater than or equal to 0"),
     ]:
-        with pytest.raises(ConfigError, match=rf"^{key}: .*{words}"):
+        with pytest.raises(InputError, match=rf"^{key}: .*{words}"):
             load_config(None, {key: value})
 
 

@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from loladeft.config import PAPER_PROFILE, Config, ConfigError
+from loladeft.config import PAPER_PROFILE, Config
+from loladeft.exceptions import InputError
 from loladeft.experiments.runner import simulate_point
 from loladeft.experiments.sweeps import EXPERIMENTS, PAPER_RATIOS
 from loladeft.system.scenario import BlockCosts, Scenario
@@ -111,26 +112,26 @@ def parse_target(text: str) -> Target:
 
     Raises
     ------
-    ConfigError
+    InputError
         Malformed text, unknown scheme or a ratio that is not a positive number.
     """
     from loladeft.allocation.registry import SCHEMES
 
     m = _TARGET.match(text.strip())
     if not m:
-        raise ConfigError(
+        raise InputError(
             f"--target: {text!r} is not EXP[@K]:SCHEME/REFERENCE=RATIO (e.g. fig8:jbba/ba=0.6)"
         )
     exp, k, scheme, ref, ratio = m.groups()
     for name in (scheme, ref):
         if name not in SCHEMES:
-            raise ConfigError(f"--target: unknown scheme {name!r} in {text!r}")
+            raise InputError(f"--target: unknown scheme {name!r} in {text!r}")
     try:
         value = float(ratio)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"--target: ratio must be a number > 0, got {ratio!r}")
+        raise InputError(f"--target: ratio must be a number > 0, got {ratio!r}")
     devices = int(k) if k else (50 if exp == "fig8" else None)
     return Target(exp, scheme, ref, value, devices)
 
@@ -215,7 +216,7 @@ def calibrate(
 
     Raises
     ------
-    ConfigError
+    InputError
         No targets, or a target's ``K`` smaller than the model's ``L``.
     """
     from scipy.optimize import minimize, minimize_scalar
@@ -224,12 +225,12 @@ def calibrate(
 
     targets = list(targets) if targets is not None else paper_targets()
     if not targets:
-        raise ConfigError("--target: give at least one target ratio")
+        raise InputError("--target: give at least one target ratio")
     costs = costs or load_block_costs(cfg.scenario.profile or PAPER_PROFILE)
     for t in targets:
         k = t.num_devices or cfg.scenario.num_devices
         if k < costs.num_blocks:
-            raise ConfigError(
+            raise InputError(
                 f"--target: {t.label} at K = {k} devices, fewer than the L = "
                 f"{costs.num_blocks} blocks of {costs.model}"
             )

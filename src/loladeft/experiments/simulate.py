@@ -179,7 +179,7 @@ def run_simulation(
 
     Raises
     ------
-    InvalidScenarioError, OutputFolderError
+    InvalidScenarioError, InputError
         Invalid parameters or an unusable ``cfg.out`` (checked before any simulation starts).
     """
     start = time.perf_counter()

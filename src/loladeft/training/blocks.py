@@ -42,18 +42,19 @@ def lora_parameters_by_depth(model: Any, layers_per_block: int = 1) -> list[list
 
     Raises
     ------
-    loladeft.models.ModelError
+    loladeft.models.InputError
         A layer holds no LoRA parameter (LoRA not applied to every layer), or
         ``layers_per_block`` does not divide the number of layers.
     """
-    from loladeft.models import ModelError, lora_blocks
+    from loladeft.exceptions import InputError
+    from loladeft.models import lora_blocks
 
     layers = lora_blocks(model)[::-1]
     g = layers_per_block
     if g == 1:
         return layers
     if g < 1 or len(layers) % g:
-        raise ModelError(
+        raise InputError(
             f"scenario.layers_per_block: {g} does not divide the model's {len(layers)} layers"
         )
     return [[p for layer in layers[i : i + g] for p in layer] for i in range(0, len(layers), g)]

@@ -51,17 +51,13 @@ import numpy as np
 
 from loladeft.allocation.registry import get_scheme, solve
 from loladeft.allocation.result import AllocationResult
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InputError
 from loladeft.system.scenario import BlockCosts, Rounds, Scenario
 
 #: Key mixed into the round seed of the device-state draws.
 _STATES = 0x5CE7
 #: Key mixed into the seed of randomised schemes.
 _SCHEME = 0x5C4E
-
-
-class ClockError(LoladeftError, ValueError):
-    """The scenario or profile behind the clock cannot be used for this run."""
 
 
 @dataclass(frozen=True)
@@ -104,12 +100,12 @@ def block_costs(
 
     Raises
     ------
-    ClockError
+    InputError
         The profile has a different number of layers than the model.
     """
     base = BlockCosts.from_profile(profile)
     if base.num_blocks != counts.num_blocks * layers_per_block:
-        raise ClockError(
+        raise InputError(
             f"profile: {base.model} has {base.num_blocks} blocks but the model trained has "
             f"{counts.num_blocks * layers_per_block}; pass the profile of this model "
             "(loladeft profile --model ...)"

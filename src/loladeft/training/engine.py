@@ -54,7 +54,7 @@ import numpy as np
 
 from loladeft.allocation.result import AllocationResult
 from loladeft.config import Config, build
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InputError, LoladeftError, RunError
 
 #: Key of the centralized baseline's batch stream (devices use 0..K-1).
 _CENTRAL_KEY = 1 << 20
@@ -62,32 +62,19 @@ _CENTRAL_KEY = 1 << 20
 _DROPOUT = 0xD40
 
 
-class ResumeError(LoladeftError, ValueError):
-    """A checkpoint that does not belong to this run."""
-
-
-class NonFiniteError(LoladeftError, ArithmeticError):
-    """A loss or gradient that is not finite: the run stops before the parameters are
-    stepped, keeping what it wrote (``metrics.csv``, the last checkpoint)."""
-
-
-class TrainingError(LoladeftError, RuntimeError):
-    """A run that ended without training anything (every round skipped)."""
-
-
 def check_finite(n: int, where: str, loss: float, grads: Sequence[Any]) -> None:
-    """Raise :class:`NonFiniteError` (one line) unless the loss and every gradient of round
+    """Raise :class:`RunError` (one line) unless the loss and every gradient of round
     ``n`` are finite; ``where`` names the computation (a device and block, or the step)."""
     import torch
 
     if not math.isfinite(loss):
-        raise NonFiniteError(
+        raise RunError(
             f"train: round {n}: non-finite loss ({loss}) {where}; the run stops here "
             "(the files written so far and the last checkpoint are kept)"
         )
     for g in grads:
         if not bool(torch.isfinite(g).all()):
-            raise NonFiniteError(
+            raise RunError(
                 f"train: round {n}: non-finite gradient {where}; the run stops here "
                 "(the files written so far and the last checkpoint are kept)"
             )
@@ -611,7 +598,7 @@ class Trainer:
 
         Raises
         ------
-        ResumeError
+        InputError
             Unreadable, tampered or malformed checkpoint, or one written for different
             settings (one line).
         """
@@ -622,14 +609,11 @@ class Trainer:
         from loladeft.training import checkpoint
 
         fields = {f.name: str(f.type) for f in dataclasses.fields(RoundLog)}
-        try:
-            state = checkpoint.read(path, self.state(), self.params, fields)
-        except checkpoint.CheckpointError as exc:
-            raise ResumeError(str(exc)) from None
+        state = checkpoint.read(path, self.state(), self.params, fields)
         try:  # settings added since the checkpoint was written take their defaults
             saved = build(state.get("config", {})).run_dict()
         except LoladeftError as exc:
-            raise ResumeError(f"resume: {path}: {exc}") from None
+            raise InputError(f"resume: {path}: {exc}") from None
         now = self.cfg.run_dict()
         diff = sorted(
             f"{table}.{k}"
@@ -638,7 +622,7 @@ class Trainer:
             if saved[table].get(k) != now[table].get(k)
         )
         if diff:
-            raise ResumeError(
+            raise InputError(
                 f"resume: {path} was written with different settings ({', '.join(diff)}); "
                 "use the same options or another --out"
             )
@@ -712,7 +696,7 @@ def run_profile(cfg: Config) -> Any:
         devices.
     """
     from loladeft.allocation.multiblock import MULTIBLOCK_SCHEMES
-    from loladeft.config import ConfigError
+    from loladeft.exceptions import InputError
     from loladeft.profiling.profile import load_profile
     from loladeft.system.scenario import InvalidScenarioError, too_few_devices
 
@@ -724,7 +708,7 @@ def run_profile(cfg: Config) -> Any:
         ):
             other = next((s for s in names if s not in MULTIBLOCK_SCHEMES), None)
             if other is not None:
-                raise ConfigError(
+                raise InputError(
                     f"{key}: {other} cannot schedule multi-block devices "
                     f"(scenario.max_blocks_per_device = {sc.max_blocks_per_device}); use "
                     f"{', '.join(MULTIBLOCK_SCHEMES)}"
@@ -746,13 +730,13 @@ def run_profile(cfg: Config) -> Any:
 def default_profile(model: str) -> str:
     """Builtin profile of a model name (:func:`loladeft.models.builtin_profile`), or an
     error asking for ``--profile``."""
+    from loladeft.exceptions import InputError
     from loladeft.models import builtin_profile
-    from loladeft.training.clock import ClockError
 
     name = builtin_profile(model)
     if name is not None:
         return name
-    raise ClockError(
+    raise InputError(
         f"profile: no builtin profile for model {model!r}; measure one with "
         f"'loladeft profile --model {model} --out P.json' and pass --profile P.json"
     )
