@@ -404,53 +404,18 @@ def check_allocation(
     (:func:`loladeft.solve` calls it on every answer before calling it feasible).
 
     C1: every block is computed by exactly one device (``assignment`` has ``L`` valid
-    device indices). C2: no device computes two blocks. C3: ``b(l) <= b̂_k`` for every pair.
+    device indices). C2: no device computes more than ``max_blocks_per_device`` blocks (one,
+    the paper's model). C3: ``b(l) <= b̂_k`` for every pair; a multi-block device carrying
+    the set ``A_k`` needs ``b(max A_k) + (|A_k| - 1) e <= b̂_k`` with ``e =
+    extra_block_memory`` (eq. 7', :func:`~loladeft.system.latency.multiblock_device_latency`).
     Bandwidth: finite, ``B_k > 0`` for used devices, ``B_k >= 0`` and
-    ``sum B_k <= B (1 + rtol)``. Latency: every ``T_k`` (eq. 7) finite, else
+    ``sum B_k <= B (1 + rtol)``. Latency: every ``T_k`` (eq. 7, or 7') finite, else
     :class:`LatencyOverflowError` (a ``ValueError``) naming the device.
 
     The message starts with the rule broken (``"C1: "``, ``"C2: "``, ``"C3: "``,
-    ``"bandwidth: "``, ``"latency: "``). A variant with several blocks per device extends
-    C2 here, and only here.
+    ``"bandwidth: "``, ``"latency: "``).
     """
-    if instance.max_blocks_per_device > 1:
-        check_multiblock_allocation(instance, assignment, bandwidth, rtol=rtol)
-        return
-    K, L = instance.num_devices, instance.num_blocks
-    a = np.asarray(assignment)
-    bw = np.asarray(bandwidth, dtype=float)
-    if a.shape != (L,) or not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"C1: assignment must be {L} device indices, got shape {a.shape}")
-    if a.min() < 0 or a.max() >= K:
-        raise ValueError(f"C1: assignment has a device index outside 0..{K - 1}")
-    if np.unique(a).size != L:
-        raise ValueError("C2: a device computes more than one block")
-    short = instance.block_memory > instance.device_memory[a]
-    if short.any():
-        l = int(np.argmax(short))
-        raise ValueError(f"C3: device {a[l]} cannot hold block of depth {l + 1}")
-    if bw.shape != (K,) or not np.isfinite(bw).all() or (bw < 0).any():
-        raise ValueError(f"bandwidth must be {K} finite non-negative numbers")
-    if (bw[a] <= 0).any():
-        raise ValueError("bandwidth: a scheduled device has no bandwidth")
-    if bw.sum() > instance.bandwidth * (1 + rtol):
-        raise ValueError(
-            f"bandwidth: sum {bw.sum():.6g} exceeds the budget {instance.bandwidth:.6g}"
-        )
-    _check_finite_latency(instance, a, bw)
-
-
-def check_multiblock_allocation(
-    instance: Instance, assignment: ArrayLike, bandwidth: ArrayLike, *, rtol: float = 1e-9
-) -> None:
-    """:func:`check_allocation` for multi-block devices (``max_blocks_per_device > 1``).
-
-    C1: every block has exactly one device. C2': device ``k`` carries ``|A_k| <=
-    max_blocks_per_device`` blocks. C3': ``b(max A_k) + (|A_k| - 1) e <= b̂_k`` with ``e =
-    extra_block_memory`` (:func:`~loladeft.system.latency.multiblock_device_latency`).
-    Bandwidth as in :func:`check_allocation`.
-    """
-    K, L = instance.num_devices, instance.num_blocks
+    K, L, m = instance.num_devices, instance.num_blocks, instance.max_blocks_per_device
     a = np.asarray(assignment)
     bw = np.asarray(bandwidth, dtype=float)
     if a.shape != (L,) or not np.issubdtype(a.dtype, np.integer):
@@ -458,19 +423,28 @@ def check_multiblock_allocation(
     if a.min() < 0 or a.max() >= K:
         raise ValueError(f"C1: assignment has a device index outside 0..{K - 1}")
     count = np.bincount(a, minlength=K)
-    if count.max() > instance.max_blocks_per_device:
-        raise ValueError(
-            f"C2: device {int(np.argmax(count))} carries {count.max()} blocks, more than "
-            f"max_blocks_per_device = {instance.max_blocks_per_device}"
-        )
-    deepest = np.full(K, -1)
-    np.maximum.at(deepest, a, np.arange(L))
     used = np.flatnonzero(count)
-    need = instance.block_memory[deepest[used]] + (count[used] - 1) * instance.extra_block_memory
-    short = need > instance.device_memory[used]
-    if short.any():
-        k = int(used[np.argmax(short)])
-        raise ValueError(f"C3: device {k} cannot hold its {count[k]} block(s)")
+    if count.max() > m:
+        raise ValueError(
+            "C2: a device computes more than one block"
+            if m == 1
+            else f"C2: device {int(np.argmax(count))} carries {count.max()} blocks, more "
+            f"than max_blocks_per_device = {m}"
+        )
+    if m == 1:
+        short = instance.block_memory > instance.device_memory[a]
+        if short.any():
+            l = int(np.argmax(short))
+            raise ValueError(f"C3: device {a[l]} cannot hold block of depth {l + 1}")
+    else:
+        deepest = np.full(K, -1)
+        np.maximum.at(deepest, a, np.arange(L))
+        need = instance.block_memory[deepest[used]]
+        need = need + (count[used] - 1) * instance.extra_block_memory
+        short = need > instance.device_memory[used]
+        if short.any():
+            k = int(used[np.argmax(short)])
+            raise ValueError(f"C3: device {k} cannot hold its {count[k]} block(s)")
     if bw.shape != (K,) or not np.isfinite(bw).all() or (bw < 0).any():
         raise ValueError(f"bandwidth must be {K} finite non-negative numbers")
     if (bw[used] <= 0).any():
