@@ -27,6 +27,7 @@ pytest.importorskip("flwr")
 
 from flower_fakes import FakeGrid  # noqa: E402
 from loladeft.runtime import protocol  # noqa: E402
+from loladeft.exceptions import FieldError  # noqa: E402
 from loladeft.runtime.server import FlowerTrainer  # noqa: E402
 from loladeft.training.engine import Trainer  # noqa: E402
 from tiny import tiny_config  # noqa: E402
@@ -246,7 +247,7 @@ def test_app_declares_every_run_config_key(tmp_path):
 
 
 def test_device_state_from_node_config_or_the_scenario(tiny):
-    from loladeft.runtime.device import NodeConfigError, device_state
+    from loladeft.runtime.device import device_state
 
     cfg = _cfg(tiny)
     trainer = Trainer(cfg).setup()
@@ -265,7 +266,7 @@ def test_device_state_from_node_config_or_the_scenario(tiny):
         ({"compute-factor": "x", "memory-gb": 1}, "must be numbers"),
         ({"num-partitions": K + 1}, "does not fit the run's K = 5"),
     ]:
-        with pytest.raises(NodeConfigError, match=words):
+        with pytest.raises(FieldError, match=words):
             device_state(cfg, {"partition-id": 0, "num-partitions": K, **bad}, 4)
 
 

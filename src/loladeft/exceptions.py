@@ -45,3 +45,14 @@ class UnknownSchemeError(LoladeftError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class FederationError(LoladeftError, RuntimeError):
+    """The Flower runtime could not run: a process of a local federation failed or did not
+    come up in time, a ``flwr`` command failed, the run did not finish, or the run's nodes
+    did not connect. The message says which and where its logs are."""
+
+
+class InvalidReply(LoladeftError, ValueError):
+    """A Flower node's reply that must not be used; the message says why. The server treats
+    it as that node's failure (its block is reassigned), never the run's."""

@@ -25,7 +25,7 @@ import math
 import time
 from typing import Any
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import FieldError
 from loladeft.runtime import protocol
 
 #: One set-up engine per run settings (a process may serve many virtual nodes).
@@ -34,23 +34,18 @@ _CLOCKS: dict[str, Any] = {}
 _GB = 1e9
 
 
-class NodeConfigError(LoladeftError, ValueError):
-    """The node's configuration does not fit the run."""
-
-
 def partition(node_config: Any, cfg: Any) -> int:
     """This node's device index ``k``, checked against the run's ``K``."""
     try:
         k = int(node_config["partition-id"])
         n = int(node_config["num-partitions"])
     except (KeyError, TypeError, ValueError):
-        raise NodeConfigError(
-            "node-config: needs integer partition-id and num-partitions"
-        ) from None
+        raise FieldError("node-config", "needs integer partition-id and num-partitions") from None
     if n != cfg.scenario.num_devices or not 0 <= k < n:
-        raise NodeConfigError(
-            f"node-config: partition-id {k} of num-partitions {n} does not fit the run's "
-            f"K = {cfg.scenario.num_devices} devices"
+        raise FieldError(
+            "node-config",
+            f"partition-id {k} of num-partitions {n} does not fit the run's "
+            f"K = {cfg.scenario.num_devices} devices",
         )
     return k
 
@@ -62,14 +57,14 @@ def device_state(cfg: Any, node_config: Any, round_index: int) -> tuple[float, f
     if not given:
         return _state_clock(cfg).device_state(round_index, k)
     if len(given) == 1:
-        raise NodeConfigError(f"node-config: {given[0]} given without its pair; give both")
+        raise FieldError("node-config", f"{given[0]} given without its pair; give both")
     try:
         f, gb = float(node_config["compute-factor"]), float(node_config["memory-gb"])
     except (TypeError, ValueError):
-        raise NodeConfigError("node-config: compute-factor and memory-gb must be numbers") from None
+        raise FieldError("node-config", "compute-factor and memory-gb must be numbers") from None
     if not (math.isfinite(f) and f > 0 and math.isfinite(gb) and gb >= 0):
-        raise NodeConfigError(
-            f"node-config: need compute-factor > 0 and memory-gb >= 0, got {f} and {gb}"
+        raise FieldError(
+            "node-config", f"need compute-factor > 0 and memory-gb >= 0, got {f} and {gb}"
         )
     return f, gb * _GB
 
@@ -133,7 +128,7 @@ def handle_train(message: Any, context: Any) -> Any:
     n, depth = int(deft["round"]), int(deft["depth"])
     trainer = engine(cfg)
     if not 1 <= depth <= trainer.num_blocks:
-        raise NodeConfigError(f"depth: {depth} is not a block of this model")
+        raise FieldError("depth", f"{depth} is not a block of this model")
     weights = protocol.get(message.content, protocol.WEIGHTS)
     trainer.set_weights({name: torch.from_numpy(a) for name, a in weights.items()})
     trainer.streams[k].consumed = int(deft["stream-position"])

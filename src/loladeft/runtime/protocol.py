@@ -22,8 +22,13 @@ per message instead of one per tensor removes most of the transport time of a ro
 
 ``config`` is the run's settings (:meth:`loladeft.config.Config.run_dict`) as JSON: every message
 carries the settings it is to be computed with, so a node needs nothing else from the run and
-cannot disagree with the server about them. Every reply is checked by :func:`check_gradient`
-before it is aggregated.
+cannot disagree with the server about them.
+
+*Replies are untrusted.* Every field of a reply is read through this module's checks
+(:func:`read_state`, :func:`read_result`, :func:`get` with the expected layout,
+:func:`check_gradient`) before the server uses it; anything they do not accept raises
+:class:`~loladeft.exceptions.InvalidReply`. Sizes are compared with the expected layout
+before a reply's array is deserialized or copied.
 
 This module imports neither torch nor Flower at import time.
 """
@@ -37,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InvalidReply
 
 QUERY = "query"
 TRAIN = "train"
@@ -48,10 +53,33 @@ STATE = "state"
 WEIGHTS = "weights"
 GRADIENT = "gradient"
 RESULT = "result"
+#: Compute factors a node may report (relative to the profiled device; Sec. VI-A draws
+#: them in (0, 1]): outside this range the round's latencies would over- or underflow.
+COMPUTE_FACTOR_RANGE = (1e-6, 1e6)
+#: Longest ``shapes`` text of a layout the server parses (characters).
+MAX_LAYOUT_CHARS = 1 << 20
+#: Bytes a serialized flat array may hold beyond its values (the ``.npy`` header).
+_NPY_SLACK = 4096
 
-
-class InvalidReply(LoladeftError, ValueError):
-    """A node's reply that must not be aggregated; the message says why."""
+__all__ = [
+    "DEFT",
+    "GRADIENT",
+    "QUERY",
+    "RESULT",
+    "STATE",
+    "TRAIN",
+    "WEIGHTS",
+    "InvalidReply",
+    "check_gradient",
+    "decode_config",
+    "encode_config",
+    "get",
+    "pack",
+    "put",
+    "read_result",
+    "read_state",
+    "unpack",
+]
 
 
 def encode_config(cfg: Any) -> str:
@@ -79,25 +107,63 @@ def pack(tensors: Mapping[str, Any]) -> tuple[Any, Any]:
     return ArrayRecord({"flat": flat.contiguous()}), layout
 
 
-def unpack(arrays: Any, layout: Any) -> dict[str, np.ndarray]:
-    """Inverse of :func:`pack`: named numpy arrays (views of the flat array).
+def unpack(
+    arrays: Any, layout: Any, expected: Mapping[str, tuple[tuple[int, ...], str]] | None = None
+) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack`: named numpy arrays (views of one owned flat array).
+
+    Parameters
+    ----------
+    arrays, layout
+        The ``ArrayRecord`` and the layout ``ConfigRecord`` of :func:`pack`.
+    expected
+        ``name -> (shape, dtype)`` the arrays must have (a reply); the layout is compared
+        with it, and the flat array's declared shape, dtype and byte size with the layout,
+        before the array is deserialized or copied.
 
     Raises
     ------
     InvalidReply
-        The layout does not describe the flat array.
+        The layout is unreadable, does not describe the flat array, or differs from
+        ``expected``.
     """
     try:
-        flat = np.array(arrays["flat"].numpy())  # owned and writable (torch.from_numpy)
-        names = [str(n) for n in layout["names"]]
-        shapes = [tuple(int(d) for d in shape) for shape in json.loads(str(layout["shapes"]))]
-    except (KeyError, TypeError, ValueError) as exc:
+        names, shapes = _read_layout(layout)
+        flat_array = arrays["flat"]
+        declared = tuple(int(d) for d in flat_array.shape)
+        dtype = str(flat_array.dtype)
+        nbytes = len(flat_array.data)
+    except InvalidReply:
+        raise
+    except Exception as exc:  # any malformed field is the reply's fault
         raise InvalidReply(f"layout: unreadable ({type(exc).__name__}: {exc})") from None
     sizes = [math.prod(shape) for shape in shapes]
-    if len(names) != len(shapes) or flat.ndim != 1 or flat.size != sum(sizes):
+    total = sum(sizes)
+    if len(names) != len(shapes) or len(set(names)) != len(names):
+        raise InvalidReply(f"layout: {len(names)} names for {len(shapes)} shapes")
+    if expected is not None:
+        got = dict(zip(names, shapes, strict=True))
+        want = {name: tuple(shape) for name, (shape, _) in expected.items()}
+        if got != want:
+            raise InvalidReply(f"layout: {_first_difference(got, want)}")
+        dtypes = {d for _, d in expected.values()}
+        if dtypes != {dtype}:
+            raise InvalidReply(f"layout: dtype {dtype}, expected {', '.join(sorted(dtypes))}")
+    if declared != (total,):
+        raise InvalidReply(f"layout: {total} values for a flat array of shape {declared}")
+    try:
+        itemsize = np.dtype(dtype).itemsize
+    except TypeError:
+        raise InvalidReply(f"layout: unknown dtype {dtype!r}") from None
+    if nbytes > total * itemsize + _NPY_SLACK:
+        raise InvalidReply(f"layout: {nbytes} bytes for {total} values of {dtype}")
+    try:
+        flat = np.array(flat_array.numpy())  # owned and writable (torch.from_numpy)
+    except Exception as exc:
+        raise InvalidReply(f"flat array: unreadable ({type(exc).__name__}: {exc})") from None
+    if flat.shape != (total,) or str(flat.dtype) != dtype:
         raise InvalidReply(
-            f"layout: {len(names)} names and {len(shapes)} shapes of {sum(sizes)} values for "
-            f"a flat array of shape {flat.shape}"
+            f"flat array: holds {flat.dtype} of shape {flat.shape}, declared {dtype} {declared}"
         )
     out, start = {}, 0
     for name, shape, size in zip(names, shapes, sizes, strict=True):
@@ -106,18 +172,125 @@ def unpack(arrays: Any, layout: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def _read_layout(layout: Any) -> tuple[list[str], list[tuple[int, ...]]]:
+    """The names and shapes of a layout record, each checked for type."""
+    names = layout["names"]
+    text = layout["shapes"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidReply("layout: names must be a list of strings")
+    if not isinstance(text, str) or len(text) > MAX_LAYOUT_CHARS:
+        raise InvalidReply(f"layout: shapes must be a JSON text of <= {MAX_LAYOUT_CHARS} chars")
+    parsed = json.loads(text)
+    if not isinstance(parsed, list) or not all(
+        isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape) for shape in parsed
+    ):
+        raise InvalidReply("layout: shapes must be lists of non-negative integers")
+    return list(names), [tuple(int(d) for d in shape) for shape in parsed]
+
+
+def _first_difference(got: Mapping[str, Any], want: Mapping[str, Any]) -> str:
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    if missing:
+        return f"missing {missing[0]}"
+    if extra:
+        return f"unexpected {extra[0]}"
+    name = next(n for n in want if got[n] != want[n])
+    return f"{name} has shape {got[name]}, expected {want[name]}"
+
+
 def put(content: Any, key: str, tensors: Mapping[str, Any]) -> None:
     """Store named tensors in a message's ``RecordDict`` under ``key`` (:func:`pack`)."""
     content[key], content[f"{key}-layout"] = pack(tensors)
 
 
-def get(content: Any, key: str) -> dict[str, np.ndarray]:
-    """Named arrays stored by :func:`put`; :class:`InvalidReply` if absent or inconsistent."""
+def get(
+    content: Any, key: str, expected: Mapping[str, tuple[tuple[int, ...], str]] | None = None
+) -> dict[str, np.ndarray]:
+    """Named arrays stored by :func:`put` (checked against ``expected``, see :func:`unpack`);
+    :class:`InvalidReply` if absent or inconsistent."""
     try:
         arrays, layout = content[key], content[f"{key}-layout"]
     except KeyError:
         raise InvalidReply(f"{key}: missing from the message") from None
-    return unpack(arrays, layout)
+    return unpack(arrays, layout, expected)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _integer(record: Any, key: str) -> int:
+    value = record[key]
+    if not _is_int(value):
+        raise InvalidReply(f"{key}: must be an integer, got {_short(value)}")
+    return int(value)
+
+
+def _real(record: Any, key: str, low: float, high: float = math.inf) -> float:
+    """A finite number in ``[low, high]``."""
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InvalidReply(f"{key}: must be a number, got {_short(value)}")
+    x = float(value)
+    if not (math.isfinite(x) and low <= x <= high):
+        raise InvalidReply(f"{key}: {x!r} is not a finite number in [{low:g}, {high:g}]")
+    return x
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _fields(content: Any, record: str, read: Any) -> Any:
+    """Run ``read(content[record])``; any failure is an :class:`InvalidReply`."""
+    try:
+        return read(content[record])
+    except InvalidReply:
+        raise
+    except KeyError as exc:
+        raise InvalidReply(f"{record}: missing {exc}") from None
+    except Exception as exc:
+        raise InvalidReply(f"{record}: unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def read_state(content: Any, num_devices: int) -> tuple[int, float, float]:
+    """A ``query`` reply's ``state``: ``(partition-id, compute factor, memory in bytes)``.
+
+    Raises
+    ------
+    InvalidReply
+        The record or a field is missing, of the wrong type, not finite, or out of range
+        (partition-id in ``[0, K)``, compute-factor in :data:`COMPUTE_FACTOR_RANGE`,
+        memory-bytes finite and ``>= 0``).
+    """
+
+    def read(state: Any) -> tuple[int, float, float]:
+        k = _integer(state, "partition-id")
+        if not 0 <= k < num_devices:
+            raise InvalidReply(f"partition-id: {k} is not a device of the run's K = {num_devices}")
+        f = _real(state, "compute-factor", *COMPUTE_FACTOR_RANGE)
+        return k, f, _real(state, "memory-bytes", 0.0)
+
+    return _fields(content, STATE, read)
+
+
+def read_result(content: Any) -> tuple[tuple[int, int, int], float, float]:
+    """A ``train`` reply's ``result``: ``((round, depth, partition-id), loss, seconds)``.
+
+    Raises
+    ------
+    InvalidReply
+        The record or a field is missing, of the wrong type or not finite (``seconds``
+        also negative).
+    """
+
+    def read(result: Any) -> tuple[tuple[int, int, int], float, float]:
+        got = (_integer(result, "round"), _integer(result, "depth"), _integer(result, "partition-id"))
+        return got, _real(result, "loss", -math.inf), _real(result, "seconds", 0.0)
+
+    return _fields(content, RESULT, read)
 
 
 def check_gradient(

@@ -10,8 +10,10 @@ simulated clock and the result files stay the very same code:
                    settings (``M`` among them) in one ``train`` message, and collect the
                    block gradients.
 
-*Faults.* A reply is validated before aggregation (:func:`_check_reply`: the expected node,
-round and block, names, shapes, dtypes, finite values, a norm bound). A node that replies
+*Faults.* Every field of every reply is validated before use (:mod:`~loladeft.runtime.protocol`:
+the state a node reports; for a gradient the expected node, round and block, names, shapes and
+dtypes before the array is copied, finite values, a norm bound); whatever goes wrong while
+reading one reply is that node's failure, never the run's. A node that replies
 with an error or an invalid reply, or misses the round's wall-clock deadline, has failed: its
 block is reassigned within the round to the best remaining device, the one not yet used this
 round that holds the block in memory and would finish it soonest with the failed device's
@@ -25,8 +27,14 @@ reassigns the block at once and charges the wait to the simulated clock. A round
 reassignments lasts ``max`` over blocks of ``(deadline if reassigned else 0) + T_k``, with the
 replacement's ``T_k`` computed with the failed device's bandwidth share.
 
+*Identity.* A node names its device (``partition-id``) in its state; the first node that claims
+device ``k`` keeps it for the whole run (with SuperNode authentication on, a Flower node id is
+bound to the node's registered key, so the device is bound to that key too). A later claim of
+a taken device, or of a second device by the same node, is rejected and logged: the honest
+node keeps its slot, the claimant is unavailable that round.
+
 *Polling.* ``Grid.send_and_receive`` sleeps 3 s between pulls in flwr 1.42; the server pushes
-and pulls itself every ``poll_interval`` seconds instead.
+and pulls itself every ``poll_interval`` seconds instead (public ``Grid`` API only).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import FederationError, FieldError, InvalidReply
 from loladeft.runtime import protocol
 from loladeft.training.engine import DeviceUpdate, RoundWork, Trainer
 
@@ -115,6 +123,7 @@ class FlowerTrainer(Trainer):
         self.transport = Transport(grid, self.options.poll_interval)
         self.config_json = protocol.encode_config(cfg)
         self.nodes: dict[int, int] = {}  # device k -> Flower node id (from the last query)
+        self.owners: dict[int, int] = {}  # device k -> the node id that claimed it first
         self.faults = {
             "errors": 0,
             "invalid": 0,
@@ -130,9 +139,9 @@ class FlowerTrainer(Trainer):
 
     def setup(self, *, dev: bool = True) -> FlowerTrainer:
         """Set up the engine, then wait for the run's ``K`` nodes to connect."""
-        from loladeft.runtime.polling import fast_object_pulls
+        from loladeft.runtime import flower_patches
 
-        fast_object_pulls(max_time=self.options.round_timeout)
+        flower_patches.apply_server(max_time=self.options.round_timeout, log=self.log)
         super().setup(dev=dev)
         names = {id(p): n for n, p in self.model.named_parameters()}
         self.expected = [
@@ -143,9 +152,9 @@ class FlowerTrainer(Trainer):
         while len(list(self.transport.grid.get_node_ids())) < self.cfg.scenario.num_devices:
             if time.monotonic() > end:
                 have = len(list(self.transport.grid.get_node_ids()))
-                raise LoladeftError(
-                    f"nodes: {have} of the run's K = {self.cfg.scenario.num_devices} devices "
-                    f"connected within {self.options.node_wait:g} s"
+                raise FederationError(
+                    f"nodes: {have} of the run's K = {self.cfg.scenario.num_devices} devices connected "
+                    f"within {self.options.node_wait:g} s"
                 )
             time.sleep(0.1)
         self._warm_up()
@@ -158,6 +167,23 @@ class FlowerTrainer(Trainer):
             if reply is None or reply.has_error():
                 why = "no reply" if reply is None else reply.error.reason
                 self.log(f"warm-up: node {node_id} is not ready ({why})")
+                continue
+            try:  # joining: the first node to claim a device keeps it
+                self._claim(node_id, protocol.read_state(reply.content, self.cfg.scenario.num_devices)[0])
+            except InvalidReply as exc:
+                self.log(f"warm-up: node {node_id} rejected ({exc})")
+
+    def _claim(self, node_id: int, k: int) -> None:
+        """Bind device ``k`` to ``node_id`` on its first claim; refuse any other pairing."""
+        owner = self.owners.get(k)
+        if owner == node_id:
+            return
+        if owner is not None:
+            raise InvalidReply(f"partition-id: device {k} belongs to node {owner}")
+        held = next((d for d, i in self.owners.items() if i == node_id), None)
+        if held is not None:
+            raise InvalidReply(f"partition-id: node {node_id} is device {held}, not {k}")
+        self.owners[k] = node_id
 
     def _query(self, n: int, timeout: float, warm: bool = False) -> list[tuple[int, Any]]:
         """Ask every connected node for its state in round ``n``: ``(node id, reply)``."""
@@ -192,14 +218,14 @@ class FlowerTrainer(Trainer):
                 why = "no reply" if reply is None else reply.error.reason
                 self.log(f"round {n}: node {node_id} did not report its state ({why})")
                 continue
-            state = reply.content[protocol.STATE]
-            k = int(state["partition-id"])
-            if not 0 <= k < K or k in self.nodes:
-                self.log(f"round {n}: node {node_id} reported partition {k}; ignored")
+            try:
+                k, f_k, memory_k = protocol.read_state(reply.content, K)
+                self._claim(node_id, k)
+            except InvalidReply as exc:
+                self.log(f"round {n}: node {node_id}: state rejected ({exc})")
                 continue
             self.nodes[k] = node_id
-            f[k] = float(state["compute-factor"])
-            memory[k] = float(state["memory-bytes"])
+            f[k], memory[k] = f_k, memory_k
         missing = sorted(set(range(K)) - set(self.nodes))
         if missing:
             self.log(f"round {n}: devices {missing} unavailable")
@@ -269,7 +295,7 @@ class FlowerTrainer(Trainer):
                     continue
                 try:
                     updates[job.depth_index] = self._check_reply(reply, n, job)
-                except protocol.InvalidReply as exc:
+                except InvalidReply as exc:
                     kind = "errors" if reply.has_error() else "invalid"
                     fail(job, kind, str(exc))
                     continue
@@ -310,31 +336,33 @@ class FlowerTrainer(Trainer):
         )
 
     def _check_reply(self, reply: Any, n: int, job: _Job) -> DeviceUpdate:
-        """The reply as an update, or :class:`~loladeft.runtime.protocol.InvalidReply`."""
+        """The reply as an update, or :class:`~loladeft.exceptions.InvalidReply`: any failure
+        while reading or checking one reply is that node's failure."""
+        try:
+            return self._read_update(reply, n, job)
+        except InvalidReply:
+            raise
+        except Exception as exc:  # RecursionError, OverflowError, MemoryError... from a reply
+            raise InvalidReply(f"malformed reply ({type(exc).__name__}: {exc})") from None
+
+    def _read_update(self, reply: Any, n: int, job: _Job) -> DeviceUpdate:
         import torch
 
         if reply.has_error():
-            raise protocol.InvalidReply(f"node error: {reply.error.reason}")
+            raise InvalidReply(f"node error: {reply.error.reason}")
         if reply.metadata.src_node_id != self.nodes.get(job.device):
-            raise protocol.InvalidReply(f"reply from node {reply.metadata.src_node_id}")
-        try:
-            result = reply.content[protocol.RESULT]
-            arrays = protocol.get(reply.content, protocol.GRADIENT)
-            got = (int(result["round"]), int(result["depth"]), int(result["partition-id"]))
-            loss = float(result["loss"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise protocol.InvalidReply(f"malformed reply ({exc})") from None
-        if not math.isfinite(loss):
-            raise protocol.InvalidReply(f"loss: {loss} is not finite")
+            raise InvalidReply(f"reply from node {reply.metadata.src_node_id}")
+        got, loss, seconds = protocol.read_result(reply.content)
         want = (n, job.depth_index + 1, job.device)
         if got != want:
-            raise protocol.InvalidReply(f"(round, depth, device) = {got}, expected {want}")
+            raise InvalidReply(f"(round, depth, device) = {got}, expected {want}")
         expected = self.expected[job.depth_index]
+        arrays = protocol.get(reply.content, protocol.GRADIENT, expected)
         protocol.check_gradient(arrays, expected, self.options.max_grad_norm)
         tensors = [torch.from_numpy(arrays[name]) for name in expected]
         self.streams[job.device].consumed += self.cfg.scenario.local_iterations  # its M batches
         nb = len(self.blocks[job.depth_index])
-        self._round_node_seconds = max(self._round_node_seconds, float(result.get("seconds", 0)))
+        self._round_node_seconds = max(self._round_node_seconds, seconds)
         return DeviceUpdate(tensors[:nb], tensors[nb:], loss)
 
     def _replacement(

@@ -11,8 +11,11 @@ federation this floor, not the computation, dominates every round.
 
 What it patches
 ---------------
-Two waits, in this process only (:mod:`loladeft.runtime.polling` has the table of every
-wait on the message path): the SuperNode main loop polls 20 ms after activity, backing off
+Only on the Flower version the patches were written for
+(:mod:`loladeft.runtime.flower_patches`, which has the table of every wait on the message
+path); on any other version, or with ``LOLADEFT_FLOWER_PATCHES=0``, this entry point says so
+in one line and replaces itself with the stock ``flower-supernode`` (same arguments, without
+``--loladeft-warm``). Two waits, in this process only: the SuperNode main loop polls 20 ms after activity, backing off
 to ``LOLADEFT_NODE_POLL_S`` (default 0.2 s) while idle, instead of every 3 s; and Flower's
 retry of an object that is not stored yet starts at 20 ms instead of 1 s. No protocol behaviour
 changes: the node just asks the SuperLink more often. The SuperExec the SuperNode spawns
@@ -24,9 +27,8 @@ With ``--loladeft-warm`` (removed before Flower sees the arguments) the SuperNod
 ``--isolation process`` next to a :mod:`loladeft.runtime.executor` child that executes its
 ClientApp tasks in one warm process instead of one process per message.
 
-Then the normal ``flower-supernode`` entry point (``flwr.supernode.cli
-.flower_supernode``) runs with the same command-line arguments, so every
-``flower-supernode`` flag works unchanged.
+Then Flower's own ``flower-supernode`` entry point runs with the same command-line
+arguments, so every ``flower-supernode`` flag works unchanged.
 
 A real, remote SuperNode may use either the stock ``flower-supernode`` (3 s idle
 polling, fewer requests to the SuperLink) or this entry point (lower latency, one small
@@ -62,20 +64,23 @@ def poll_seconds() -> float:
     return poll
 
 
-def patch(poll: float | None = None) -> None:
+def patch(poll: float | None = None) -> bool:
     """Shorten the sleeps of the SuperNode main loop: 20 ms after activity, at most ``poll``
-    seconds while idle; and the object-pull retries.
+    seconds while idle; and the object-pull retries. Only where
+    :func:`loladeft.runtime.flower_patches.active`; returns whether applied.
 
     Parameters
     ----------
     poll
         Longest sleep, in seconds; ``None`` reads :data:`POLL_ENV`.
     """
-    from loladeft.runtime.polling import cap_supernode_sleeps, fast_object_pulls
+    from loladeft.runtime import flower_patches
 
     high = poll_seconds() if poll is None else poll
-    cap_supernode_sleeps(min(0.02, high), high)
-    fast_object_pulls()
+    if not flower_patches.active():
+        return False
+    flower_patches.apply_supernode(high)
+    return True
 
 
 #: Flag of this entry point (removed before Flower parses the arguments): run ClientApp
@@ -110,17 +115,30 @@ def start_warm_executor(argv: list[str]) -> list[str]:
     return [*argv, "--isolation", "process"]
 
 
-def main() -> None:
-    """Patch the polling sleeps, then run ``flower-supernode`` with ``sys.argv``
-    (with :data:`WARM_FLAG`: next to a warm executor)."""
-    patch()
-    from flwr.supernode.cli import flower_supernode
+def stock_supernode() -> str:
+    """Path of Flower's ``flower-supernode`` next to this interpreter (or on ``PATH``)."""
+    import shutil
+    from pathlib import Path
 
+    here = Path(sys.executable).parent / "flower-supernode"
+    return str(here) if here.exists() else (shutil.which("flower-supernode") or str(here))
+
+
+def main() -> None:
+    """Patch the polling sleeps, then run ``flower-supernode`` with ``sys.argv`` (with
+    :data:`WARM_FLAG`: next to a warm executor); without the patches, replace this process
+    by the stock ``flower-supernode``."""
     argv = sys.argv[1:]
-    if WARM_FLAG in argv:
-        argv = start_warm_executor([a for a in argv if a != WARM_FLAG])
-    sys.argv = ["flower-supernode", *argv]
-    flower_supernode()
+    warm = WARM_FLAG in argv
+    argv = [a for a in argv if a != WARM_FLAG]
+    if not patch():
+        exe = stock_supernode()
+        os.execv(exe, [exe, *argv])
+    from loladeft.runtime import flower_patches
+
+    if warm:
+        argv = start_warm_executor(argv)
+    flower_patches.run_supernode(argv)
 
 
 if __name__ == "__main__":
