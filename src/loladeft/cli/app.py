@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from loladeft.cli import flower, profile, reproduce, simulate, solve, train
+from loladeft.cli import flower, profile, reproduce, simulate, solve, testbed, train
 
 app = typer.Typer(
     name="loladeft",
@@ -31,6 +31,7 @@ app.command("simulate")(simulate.simulate)
 app.command("profile")(profile.profile)
 app.command("train")(train.train)
 app.command("reproduce")(reproduce.reproduce)
+app.command("testbed")(testbed.testbed)
 app.add_typer(flower.app, name="flower")
 
 

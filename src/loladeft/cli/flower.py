@@ -55,12 +55,20 @@ DeadlineFactor = Annotated[
 MaxGradNorm = Annotated[
     float, typer.Option(help="Replies with a larger gradient norm are rejected.")
 ]
+DeviceModel = Annotated[
+    str,
+    typer.Option(
+        help="scenario (drawn f_k and memory, FLOP profile) or measured (nodes self-profile; "
+        "links estimated from their transfers)."
+    ),
+]
 
 
 _KEYS = {
     "nodes": "scenario.num_devices",
     "local_iterations": "scenario.local_iterations",
     "profile": "scenario.profile",
+    "device_model": "scenario.device_model",
     **{
         k: f"runtime.{k}"
         for k in (
@@ -111,6 +119,7 @@ def simulate(
     straggler_prob: StragglerProb = 0.0,
     deadline_factor: DeadlineFactor = 2.0,
     max_grad_norm: MaxGradNorm = 1e4,
+    device_model: DeviceModel = "scenario",
     cpus_per_node: Annotated[
         float, typer.Option(help="CPU cores Ray reserves per virtual node.")
     ] = 1.0,
@@ -156,6 +165,7 @@ def local(
     straggler_prob: StragglerProb = 0.0,
     deadline_factor: DeadlineFactor = 2.0,
     max_grad_norm: MaxGradNorm = 1e4,
+    device_model: DeviceModel = "scenario",
     tls: Annotated[
         bool, typer.Option("--tls/--insecure", help="TLS on every link (certificates made).")
     ] = False,

@@ -16,7 +16,14 @@ only and is overwritten from every message.
 
 *Device state.* ``compute-factor`` and ``memory-gb`` in the node config (``flower-supernode
 --node-config``) report a real device's state; without them the node draws its own row of
-the scenario model (Sec. VI-A) for the round, as the in-process clock does.
+the scenario model (Sec. VI-A) for the round, as the in-process clock does. With
+``scenario.device_model = "measured"`` the node also measures itself when the server asks
+(``profile`` in the query): its row of ``J`` and the memory of each depth on its own hardware
+(:mod:`loladeft.profiling.selfprofile`, cached per process, node and settings), and its
+available memory now; and sends a link probe of the requested size (``probe``) with the
+reply. Every reply says how long the node took to handle the message (``handle-seconds``),
+so the server can tell the transport's time from the node's
+(:mod:`loladeft.runtime.wallclock`).
 """
 
 from __future__ import annotations
@@ -99,22 +106,57 @@ def engine(cfg: Any) -> Any:
 
 
 def handle_query(message: Any, context: Any) -> Any:
-    """Reply to a ``query``: this node's state in the round."""
+    """Reply to a ``query``: this node's state in the round (and, when asked, its
+    self-profile and a link probe)."""
     from flwr.app import ConfigRecord, Message, RecordDict
 
+    t0 = time.perf_counter()
     deft = message.content[protocol.DEFT]
     cfg = protocol.decode_config(deft["config"])
     if deft.get("warm"):  # the server's warm-up before round 1: load model and data now
         engine(cfg)
+    k = partition(context.node_config, cfg)
     f, memory = device_state(cfg, context.node_config, int(deft["round"]))
+    records: dict[str, Any] = {}
+    if deft.get("profile") and cfg.scenario.device_model == "measured":
+        profile = self_profile(cfg, k)
+        records[protocol.PROFILE] = ConfigRecord(
+            {
+                "seconds": list(profile.seconds),
+                "memory-bytes": list(profile.memory_bytes),
+                "available-bytes": profile.available_bytes,
+                "repeats": profile.repeats,
+            }
+        )
+    probe = int(deft.get("probe", 0) or 0)
+    if 0 < probe <= protocol.MAX_PROBE_BYTES:
+        import numpy as np
+        from flwr.app import ArrayRecord
+
+        records[protocol.PROBE] = ArrayRecord({"zeros": np.zeros(probe, dtype=np.uint8)})
     state = ConfigRecord(
         {
-            "partition-id": partition(context.node_config, cfg),
+            "partition-id": k,
             "compute-factor": f,
             "memory-bytes": memory,
+            "handle-seconds": time.perf_counter() - t0,
         }
     )
-    return Message(RecordDict({protocol.STATE: state}), reply_to=message)
+    return Message(RecordDict({protocol.STATE: state, **records}), reply_to=message)
+
+
+def self_profile(cfg: Any, k: int) -> Any:
+    """Device ``k``'s self-profile under the run settings ``cfg`` (measured once per
+    process, node and settings; the available memory is read anew)."""
+    from loladeft.profiling.selfprofile import cached_profile
+    from loladeft.profiling.selfprofile import self_profile as measure
+
+    trainer = engine(cfg)
+    return cached_profile(
+        protocol.encode_config(cfg),
+        k,
+        lambda: measure(trainer, k, repeats=cfg.scenario.profile_repeats),
+    )
 
 
 def handle_train(message: Any, context: Any) -> Any:
@@ -122,6 +164,7 @@ def handle_train(message: Any, context: Any) -> Any:
     import torch
     from flwr.app import Message, MetricRecord, RecordDict
 
+    start = time.perf_counter()
     deft = message.content[protocol.DEFT]
     cfg = protocol.decode_config(deft["config"])
     k = partition(context.node_config, cfg)
@@ -137,11 +180,19 @@ def handle_train(message: Any, context: Any) -> Any:
     seconds = time.perf_counter() - t0
     names = gradient_names(trainer, depth)
     grads = dict(zip(names, [*update.block_grads, *update.head_grads], strict=True))
-    result = MetricRecord(
-        {"round": n, "depth": depth, "partition-id": k, "loss": update.loss, "seconds": seconds}
-    )
-    content = RecordDict({protocol.RESULT: result})
+    content = RecordDict()
     protocol.put(content, protocol.GRADIENT, grads)
+    result = MetricRecord(
+        {
+            "round": n,
+            "depth": depth,
+            "partition-id": k,
+            "loss": update.loss,
+            "seconds": seconds,
+            "handle-seconds": time.perf_counter() - start,
+        }
+    )
+    content[protocol.RESULT] = result
     return Message(content, reply_to=message)
 
 
