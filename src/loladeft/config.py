@@ -386,10 +386,9 @@ class Config(_Table):
 COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
     # a local federation on one machine: fewer nodes and rounds than the paper's 20 x 100
     "flower local": {"scenario.num_devices": 8, "train.rounds": 10, "train.eval_every": 5},
-    # the emulated edge: as flower local, with a cell narrow enough that uploads matter
+    # the emulated edge: as flower local, measured devices, small batches
     "testbed": {
         "scenario.num_devices": 8,
-        "scenario.bandwidth_mhz": 2.0,
         "scenario.device_model": "measured",
         "train.rounds": 10,
         "train.eval_every": 5,

@@ -52,7 +52,7 @@ def testbed(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of everything random.")] = None,
     bandwidth_mhz: Annotated[
-        float | None, typer.Option(help="Cell bandwidth B in MHz (default 2).")
+        float | None, typer.Option(help="Cell bandwidth B in MHz (default 100).")
     ] = None,
     device_model: Annotated[
         str | None, typer.Option(help="measured (default) or scenario.")

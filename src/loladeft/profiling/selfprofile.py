@@ -89,7 +89,9 @@ class DeviceProfile:
     where: str = "cpu"
 
 
-def cgroup_free_bytes(proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+def cgroup_free_bytes(
+    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
+) -> float | None:
     """Bytes this process's memory cgroup still allows (limit minus non-reclaimable
     usage), or ``None`` when there is no limit (or no cgroup information).
 
@@ -106,24 +108,24 @@ def cgroup_free_bytes(proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | 
             continue
         _, controllers, rel = parts
         if "memory" in controllers.split(","):
-            base = Path("/sys/fs/cgroup/memory") / rel.lstrip("/")
+            base = root / "memory" / rel.lstrip("/")
             files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
         elif controllers == "" and parts[0] == "0":
-            base = Path("/sys/fs/cgroup") / rel.lstrip("/")
+            base = root / rel.lstrip("/")
             files = ("memory.max", "memory.current", "inactive_file")
         else:
             continue
         try:
             raw = (base / files[0]).read_text().strip()
             if raw == "max" or int(raw) >= 1 << 60:
-                return None
+                return None  # no limit
             usage = int((base / files[1]).read_text())
             stat = dict(
                 ln.split() for ln in (base / "memory.stat").read_text().splitlines() if " " in ln
             )
             reclaimable = int(stat.get(files[2], 0))
         except (OSError, ValueError):
-            return None
+            continue  # e.g. the v2 line of a v1 host: no memory controller there
         return float(max(0, int(raw) - usage + reclaimable))
     return None
 
