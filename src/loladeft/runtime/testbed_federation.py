@@ -336,6 +336,7 @@ def run_scheme(
         "edge": asdict(edge),
         "cpu_cores_read_back": [testbed.cpu_cores(k) for k in range(K)],
         "memory_limit_read_back": [testbed.memory_limit(k) for k in range(K)],
+        "wire_rate_read_back": [testbed.wire_rate(k) for k in range(K)],
         "oom_killed_devices": sorted(stopped),
     }
     manifest.write_text(json.dumps(data, indent=2), encoding="utf-8")
