@@ -4,16 +4,24 @@ Runs the same DEFT work (MiniLM, LoRA on query/value, MRPC from ``--data-dir``, 
 devices, ``--rounds`` rounds, fp32, no evaluation between the first and the last round) on
 
 * ``in-process``   :func:`loladeft.training.run.train`;
-* ``simulation``   :func:`loladeft.runtime.simulation.simulate` (Ray actors);
+* ``virtual``      :func:`loladeft.runtime.virtual.run_virtual` (Flower's simulation
+                   runtime, Ray actors);
 * ``deployment``   :func:`loladeft.runtime.deployment.deploy` (SuperLink + SuperNodes on
-                   127.0.0.1), with the warm executor and, with ``--cold``, also with
-                   Flower's process per message;
+                   127.0.0.1) with loladeft's latency patches and warm executor
+                   (:mod:`loladeft.runtime.flower_patches`); with ``--cold``, also with the
+                   patches but Flower's process per message; with ``--stock``, also on
+                   stock Flower (``LOLADEFT_FLOWER_PATCHES=0``: no patch, no warm executor,
+                   Flower's own polling, as on a Flower release the patches were not
+                   written for);
 
 and prints, per runtime, the median wall time of one round (rounds 2.. ``R - 1``: round 1
 carries start-up, round ``R`` the final evaluation) and its overhead over in-process: the
 price of messages, serialisation and polling for the same computation. ``--lora-r`` sets the
 LoRA rank, hence the size of the weights message (printed). Every run's files stay in
 ``--out``; the table goes to ``bench-results/flower.csv``.
+
+The federations run without TLS and node authentication (``tls=False``), as the README's
+figures were measured: the figures are about transport and polling.
 
 ``--idle-cpu`` instead measures the CPU an idle warm federation of ``--nodes`` spends
 polling.
@@ -42,12 +50,8 @@ def _round_times(out: Path) -> list[float]:
 
 def idle_cpu(nodes: int, seconds: float = 10.0) -> float:
     """CPU cores an idle warm local federation of ``nodes`` SuperNodes uses (polling)."""
-    from loladeft.runtime.federation import (
-        MARKER_ENV,
-        FederationSpec,
-        LocalFederation,
-        pids_with_env,
-    )
+    from loladeft.runtime.federation import MARKER_ENV, FederationSpec, LocalFederation
+    from loladeft.runtime.processes import pids_with_env
 
     def cpu_seconds(marker: str) -> float:
         total = 0
@@ -59,7 +63,7 @@ def idle_cpu(nodes: int, seconds: float = 10.0) -> float:
             total += int(fields[11]) + int(fields[12])  # utime + stime
         return total / os.sysconf("SC_CLK_TCK")
 
-    with LocalFederation(FederationSpec(nodes=nodes, warm=True)) as fed:
+    with LocalFederation(FederationSpec(nodes=nodes, tls=False, warm=True)) as fed:
         time.sleep(8)  # executors import torch & co.
         c0, t0 = cpu_seconds(fed.marker), time.monotonic()
         time.sleep(seconds)
@@ -74,8 +78,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lora-r", type=int, nargs="+", default=[8])
-    ap.add_argument("--runtimes", default="in-process,simulation,deployment")
+    ap.add_argument("--runtimes", default="in-process,virtual,deployment")
     ap.add_argument("--cold", action="store_true", help="also deployment without warm executor")
+    ap.add_argument("--stock", action="store_true", help="also deployment on stock Flower")
     ap.add_argument("--out", default="bench-results/flower-runs")
     ap.add_argument("--idle-cpu", action="store_true", help="only measure idle polling CPU")
     args = ap.parse_args()
@@ -87,13 +92,15 @@ def main() -> None:
     from loladeft.config import load_config
     from loladeft.runtime.deployment import deploy
     from loladeft.runtime.federation import FederationSpec
-    from loladeft.runtime.simulation import simulate
+    from loladeft.runtime.flower_patches import ENV
+    from loladeft.runtime.virtual import run_virtual
     from loladeft.training.run import train
 
     out_root = Path(args.out)
     shutil.rmtree(out_root, ignore_errors=True)
     results = []
     runtimes = args.runtimes.split(",") + (["deployment-cold"] if args.cold else [])
+    runtimes += ["deployment-stock"] if args.stock else []
     for r in args.lora_r:
         cfg = load_config(
             None,
@@ -116,10 +123,14 @@ def main() -> None:
             t0 = time.perf_counter()
             if runtime == "in-process":
                 train(cfg, out)
-            elif runtime == "simulation":
-                simulate(cfg, out)
+            elif runtime == "virtual":
+                run_virtual(cfg, out)
+            elif runtime == "deployment-stock":  # every process: no patch (one log line says so)
+                spec = FederationSpec(nodes=args.nodes, tls=False, fast_poll=False, env={ENV: "0"})
+                deploy(cfg, out, spec=spec)
             else:
-                spec = FederationSpec(nodes=args.nodes, warm=runtime == "deployment")
+                warm = runtime == "deployment"
+                spec = FederationSpec(nodes=args.nodes, tls=False, warm=warm)
                 deploy(cfg, out, spec=spec)
             total = time.perf_counter() - t0
             times = _round_times(out)[1:-1]

@@ -1,4 +1,5 @@
-"""Tests of the local Flower federation launcher (loladeft.runtime.federation)."""
+"""Tests of the local Flower federation launcher (loladeft.runtime.federation and the
+pki, processes and flwr_cli modules it composes)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,12 @@ import pytest
 
 pytest.importorskip("flwr")
 
+from loladeft.exceptions import FederationError
 from loladeft.runtime import supernode
-from loladeft.runtime.federation import (
-    MARKER_ENV,
-    FederationError,
-    FederationSpec,
-    LocalFederation,
-    _node_config_arg,
-    make_certificates,
-    make_node_keys,
-    pids_with_env,
-)
+from loladeft.runtime.federation import MARKER_ENV, FederationSpec, LocalFederation
+from loladeft.runtime.flwr_cli import node_config_arg
+from loladeft.runtime.pki import make_certificates, make_node_keys
+from loladeft.runtime.processes import pids_with_env
 
 PYPROJECT = """\
 [build-system]
@@ -143,7 +139,7 @@ def _query(fed: LocalFederation, app_dir: Path, out: Path) -> dict:
 
 def test_plain_run_crash_kill_node_and_cleanup_on_error(app_dir: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    fed = LocalFederation(FederationSpec(nodes=2), home=home)
+    fed = LocalFederation(FederationSpec(nodes=2, tls=False), home=home)
     with pytest.raises(KeyError, match="body failed"), fed:
         assert len(fed.online_nodes()) == 2
         assert fed.env["FLWR_HOME"] == str(home.resolve())
@@ -199,7 +195,8 @@ def test_startup_failure_reports_log_and_stops(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         monkeypatch.setattr(federation, "free_ports", lambda n: [taken.getsockname()[1]] * n)
-        fed = LocalFederation(FederationSpec(nodes=1), home=tmp_path / "home", startup_timeout=20)
+        spec = FederationSpec(nodes=1, tls=False)
+        fed = LocalFederation(spec, home=tmp_path / "home", startup_timeout=20)
         with pytest.raises(FederationError, match="flower-superlink"), fed:
             pass
     assert fed.leftover_pids() == []
@@ -240,16 +237,42 @@ def test_node_config_arg_round_trips_through_flower() -> None:
     from flwr.common.config import parse_config_args
 
     config = {"partition-id": 3, "lr": 0.5, "name": "a b", "q": 'say "hi"', "on": True}
-    assert parse_config_args([_node_config_arg(config)]) == config
+    assert parse_config_args([node_config_arg(config)]) == config
     with pytest.raises(FederationError, match="key"):
-        _node_config_arg({"bad key": 1})
+        node_config_arg({"bad key": 1})
 
 
 def test_spec_validation() -> None:
     assert FederationSpec(nodes=3).node_config(2) == {"partition-id": 2, "num-partitions": 3}
-    assert FederationSpec(nodes=1, auth=True).tls
+    secure = FederationSpec(nodes=1)  # TLS and node authentication unless turned off
+    assert secure.tls and secure.auth
+    insecure = FederationSpec(nodes=1, tls=False)
+    assert not insecure.tls and not insecure.auth
+    with pytest.raises(FederationError, match="auth: SuperNode authentication needs tls"):
+        FederationSpec(nodes=1, tls=False, auth=True)
     with pytest.raises(FederationError, match="node_configs"):
         FederationSpec(nodes=2, node_configs=[{}])
+
+
+def test_toml_files_read_back(tmp_path: Path) -> None:
+    import tomllib
+
+    from loladeft.runtime.flwr_cli import CONNECTION, write_connection, write_run_config
+
+    rc = {"config": '{"a": "b\\"c"}', "out": "/x y", "resume": False, "round-timeout": 1e-3}
+    write_run_config(tmp_path / "rc.toml", rc)
+    assert tomllib.loads((tmp_path / "rc.toml").read_text()) == rc
+    with pytest.raises(FederationError, match="not a str"):
+        write_run_config(tmp_path / "bad.toml", {"x": None})
+    path = write_connection(tmp_path, "127.0.0.1:9", tmp_path / "ca.crt")
+    config = tomllib.loads(path.read_text())["superlink"]
+    assert config["default"] == CONNECTION
+    assert config[CONNECTION] == {
+        "address": "127.0.0.1:9",
+        "root-certificates": str(tmp_path / "ca.crt"),
+    }
+    config = tomllib.loads(write_connection(tmp_path, "h:1", None).read_text())["superlink"]
+    assert config[CONNECTION] == {"address": "h:1", "insecure": True}
 
 
 def test_supernode_patch_caps_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -289,7 +312,8 @@ def test_terminated_launcher_stops_its_federation(tmp_path: Path) -> None:
     code = (
         "import sys, time; from pathlib import Path\n"
         "from loladeft.runtime.federation import FederationSpec, LocalFederation\n"
-        f"with LocalFederation(FederationSpec(nodes=1), log_dir=Path({str(tmp_path)!r})) as f:\n"
+        "spec = FederationSpec(nodes=1, tls=False)\n"
+        f"with LocalFederation(spec, log_dir=Path({str(tmp_path)!r})) as f:\n"
         "    print(f.marker, flush=True)\n"
         "    time.sleep(120)\n"
     )

@@ -1,6 +1,7 @@
 """DEFT on real Flower runtimes, end to end on loopback (issue 6), with a tiny model.
 
-1. simulation runtime (Ray): two rounds give the in-process engine's metrics and weights;
+1. virtual devices on Flower's simulation runtime (Ray): two rounds give the in-process
+   engine's metrics and weights;
 2. deployment runtime (SuperLink + SuperNodes): two rounds write ``loladeft train``'s files
    with the in-process metrics and weights;
 3. a SuperNode killed mid-run: its block is reassigned, the run finishes;
@@ -55,18 +56,18 @@ def _assert_same_rows(rows: list[dict[str, str]], ref: list[dict[str, str]]) -> 
                 assert math.isclose(float(r[col]), float(q[col]), rel_tol=1e-5, abs_tol=1e-9)
 
 
-def test_simulation_runtime_reproduces_the_in_process_engine(tiny, reference, tmp_path):
-    from loladeft.runtime.simulation import simulate
+def test_virtual_runtime_reproduces_the_in_process_engine(tiny, reference, tmp_path):
+    from loladeft.runtime.virtual import run_virtual
 
     ref_rows, ref_weights = reference
-    trainer = simulate(_cfg(tiny), tmp_path / "sim")
+    trainer = run_virtual(_cfg(tiny), tmp_path / "sim")
     _assert_same_rows(read_metrics(tmp_path / "sim" / "metrics.csv"), ref_rows)
     weights = trainer.weights()
     assert weights.keys() == ref_weights.keys()
     for name, w in weights.items():
         torch.testing.assert_close(w, ref_weights[name], rtol=1e-5, atol=1e-7)
     manifest = json.loads((tmp_path / "sim" / "manifest.json").read_text())
-    assert manifest["finished"] and manifest["runtime"]["engine"] == "flower-simulation"
+    assert manifest["finished"] and manifest["runtime"]["engine"] == "flower-virtual"
     # a warm-up query per node, then per round: K queries and L = K trains
     assert manifest["runtime"]["messages"] == K + 2 * (K + K)
 
@@ -80,7 +81,8 @@ def _deploy(cfg, out, spec, watch=None, **options):
 
 
 def _assert_cleaned(marker: str) -> None:
-    from loladeft.runtime.federation import MARKER_ENV, pids_with_env
+    from loladeft.runtime.federation import MARKER_ENV
+    from loladeft.runtime.processes import pids_with_env
 
     assert pids_with_env(MARKER_ENV, marker) == []
 

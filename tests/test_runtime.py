@@ -26,8 +26,8 @@ pytest.importorskip("peft")
 pytest.importorskip("flwr")
 
 from flower_fakes import FakeGrid  # noqa: E402
-from loladeft.runtime import protocol  # noqa: E402
 from loladeft.exceptions import FieldError  # noqa: E402
+from loladeft.runtime import protocol  # noqa: E402
 from loladeft.runtime.server import FlowerTrainer  # noqa: E402
 from loladeft.training.engine import Trainer  # noqa: E402
 from tiny import tiny_config  # noqa: E402
@@ -270,7 +270,7 @@ def test_device_state_from_node_config_or_the_scenario(tiny):
             device_state(cfg, {"partition-id": 0, "num-partitions": K, **bad}, 4)
 
 
-@pytest.mark.parametrize("command", ["simulate", "local"])
+@pytest.mark.parametrize("command", ["virtual", "local"])
 @pytest.mark.parametrize(
     ("extra", "words"),
     [

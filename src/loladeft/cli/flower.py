@@ -1,6 +1,7 @@
 """``loladeft flower``: DEFT on Flower, in its simulation runtime or a local deployment.
 
-``loladeft flower simulate``  K virtual nodes (Ray actors) in this process;
+``loladeft flower virtual``   K virtual nodes (Flower's simulation runtime, Ray actors) in this
+                              process;
 ``loladeft flower local``     a whole federation on 127.0.0.1: its own SuperLink and ``N``
                               SuperNodes (free ports, a private ``FLWR_HOME``), stopped at the
                               end whatever happens.
@@ -78,12 +79,13 @@ _KEYS = {
             "max_grad_norm",
             "cpus_per_node",
             "warm",
+            "insecure",
             "timeout",
         )
     },
 }
 #: Options of ``local`` that say where to write, not what to run.
-_LAUNCH = ("out", "resume", "tls", "auth")
+_LAUNCH = ("out", "resume")
 
 
 def _settings(**kw: Any) -> Any:
@@ -98,8 +100,8 @@ def _settings(**kw: Any) -> Any:
     return cfg
 
 
-@app.command("simulate")
-def simulate(
+@app.command("virtual")
+def virtual(
     task: Task,
     nodes: Annotated[int, typer.Option(help="K virtual nodes (devices).")] = 20,
     scheme: Scheme = "jbba",
@@ -124,7 +126,8 @@ def simulate(
         float, typer.Option(help="CPU cores Ray reserves per virtual node.")
     ] = 1.0,
 ) -> None:
-    """DEFT on K virtual Flower nodes (simulation runtime); writes loladeft train's files."""
+    """DEFT on K virtual Flower nodes (Flower's simulation runtime, not the Monte-Carlo
+    `loladeft simulate`); writes loladeft train's files."""
     settings = {k: v for k, v in locals().items() if k not in ("out", "resume")}
     from loladeft.cli.train import run_with_progress
 
@@ -134,9 +137,9 @@ def simulate(
         fail(_flag_names(str(exc)))
 
     def runner(cfg: Any, out: Path, *, resume: bool, on_round: Any, log: Any) -> Any:
-        from loladeft.runtime.simulation import simulate as run_simulation
+        from loladeft.runtime.virtual import run_virtual
 
-        return run_simulation(cfg, out, resume=resume, on_round=on_round, log=log)
+        return run_virtual(cfg, out, resume=resume, on_round=on_round, log=log)
 
     label = f"{cfg.train.task} · {cfg.train.scheme} · flower simulation"
     run_with_progress(cfg, out, resume=resume, label=label, runner=runner)
@@ -166,11 +169,13 @@ def local(
     deadline_factor: DeadlineFactor = 2.0,
     max_grad_norm: MaxGradNorm = 1e4,
     device_model: DeviceModel = "scenario",
-    tls: Annotated[
-        bool, typer.Option("--tls/--insecure", help="TLS on every link (certificates made).")
-    ] = False,
-    auth: Annotated[
-        bool, typer.Option("--auth/--no-auth", help="SuperNode authentication (keys made).")
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="No TLS and no SuperNode authentication (both on by default: certificates "
+            "and node keys are made).",
+        ),
     ] = False,
     warm: Annotated[
         bool,
@@ -192,8 +197,6 @@ def local(
     console = Console(stderr=True)
     try:
         cfg = _settings(**settings)
-        if not (tls and auth):
-            cfg = cfg.updated({"runtime.insecure": True})
         check_out_dir(out, resume)
         outcome = run_local(cfg, out.resolve(), resume=resume, console=console)
     except LoladeftError as exc:

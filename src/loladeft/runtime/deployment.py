@@ -19,14 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import FederationError
 
 #: Run-config keys of the app besides the run's settings (see :mod:`loladeft.runtime.app`).
 APP_KEYS = {"out": "", "runtime": "deployment", "resume": False}
-
-
-class DeploymentError(LoladeftError, RuntimeError):
-    """The federation did not come up or the run did not finish."""
 
 
 def write_app(folder: Path) -> Path:
@@ -128,10 +124,12 @@ def deploy(
 
     Raises
     ------
-    DeploymentError
-        The run did not finish; the message holds its status and the last lines of its log.
+    FederationError
+        The federation did not come up or the run did not finish; the message holds its
+        status and the last lines of its log.
     """
-    from loladeft.runtime.federation import FederationSpec, LocalFederation, write_run_config
+    from loladeft.runtime.federation import FederationSpec, LocalFederation
+    from loladeft.runtime.flwr_cli import write_run_config
 
     rt = cfg.runtime
     if spec is None:
@@ -165,7 +163,7 @@ def deploy(
     if outcome is None or not outcome.ok:
         status = "no outcome" if outcome is None else f"{outcome.status} {outcome.details}"
         tail = "" if outcome is None else " | ".join(outcome.output.strip().splitlines()[-3:])
-        raise DeploymentError(f"flower run: {status.strip()}; see {out}/flower-logs ({tail})")
+        raise FederationError(f"flower run: {status.strip()}; see {out}/flower-logs ({tail})")
     return outcome
 
 

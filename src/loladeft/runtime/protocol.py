@@ -71,9 +71,9 @@ _NPY_SLACK = 4096
 __all__ = [
     "DEFT",
     "GRADIENT",
-    "QUERY",
     "PROBE",
     "PROFILE",
+    "QUERY",
     "RESULT",
     "STATE",
     "TRAIN",

@@ -84,7 +84,7 @@ class Transport:
         waiting = {i for i in ids if i}
         replies: dict[str, Any] = {}
         arrived: dict[str, float] = {}
-        end = t0 + timeout
+        end = time.monotonic() + timeout
         while waiting and time.monotonic() < end:
             for reply in self.pull(waiting):
                 mid = reply.metadata.reply_to_message_id

@@ -15,12 +15,12 @@ Only on the Flower version the patches were written for
 (:mod:`loladeft.runtime.flower_patches`, which has the table of every wait on the message
 path); on any other version, or with ``LOLADEFT_FLOWER_PATCHES=0``, this entry point says so
 in one line and replaces itself with the stock ``flower-supernode`` (same arguments, without
-``--loladeft-warm``). Two waits, in this process only: the SuperNode main loop polls 20 ms after activity, backing off
-to ``LOLADEFT_NODE_POLL_S`` (default 0.2 s) while idle, instead of every 3 s; and Flower's
-retry of an object that is not stored yet starts at 20 ms instead of 1 s. No protocol behaviour
-changes: the node just asks the SuperLink more often. The SuperExec the SuperNode spawns
-(``flower-superexec``, a separate process) polls for ClientApp tasks every
-``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` seconds (default 1 s); set that variable too
+``--loladeft-warm``). Two waits, in this process only: the SuperNode main loop polls 20 ms
+after activity, backing off to ``LOLADEFT_NODE_POLL_S`` (default 0.2 s) while idle, instead
+of every 3 s; and Flower's retry of an object that is not stored yet starts at 20 ms instead
+of 1 s. No protocol behaviour changes: the node just asks the SuperLink more often. The
+SuperExec the SuperNode spawns (``flower-superexec``, a separate process) polls for ClientApp
+tasks every ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` seconds (default 1 s); set that variable too
 (:class:`loladeft.runtime.federation.LocalFederation` does).
 
 With ``--loladeft-warm`` (removed before Flower sees the arguments) the SuperNode runs with
@@ -133,7 +133,8 @@ def main() -> None:
     argv = [a for a in argv if a != WARM_FLAG]
     if not patch():
         exe = stock_supernode()
-        os.execv(exe, [exe, *argv])
+        os.execv(exe, [exe, *argv])  # does not return
+        return
     from loladeft.runtime import flower_patches
 
     if warm:

@@ -50,14 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from loladeft.runtime.federation import (
-    FederationSpec,
-    LocalFederation,
-    _kill_group,
-    _node_config_arg,
-    _Proc,
-    free_ports,
-)
+from loladeft.runtime import processes
+from loladeft.runtime.federation import FederationSpec, LocalFederation
 
 #: Environment variable naming the edge file the server reads (:meth:`EdgeControl.from_env`).
 EDGE_ENV = "LOLADEFT_TESTBED_EDGE"
@@ -188,19 +182,12 @@ class TestbedFederation(LocalFederation):
         cmd += ["--insecure"]
         self._superlink = self._spawn("flower-superlink", cmd, "superlink.log")
 
-    def _start_node(self, config: Any, private_key: Path | None) -> None:
-        import sys
-
-        from loladeft.runtime.supernode import WARM_FLAG
-
-        k = len(self._nodes)
-        cmd = [sys.executable, "-m", "loladeft.runtime.supernode"]
-        cmd += ["--superlink", self.address, "--host", "127.0.0.1"]
-        cmd += ["--port", str(free_ports(1)[0]), "--node-config", _node_config_arg(config)]
-        cmd.append("--insecure")
-        if self.spec.warm:
-            cmd.append(WARM_FLAG)
-        name, log = f"supernode-{k}", self.log_dir / f"supernode-{k}.log"
+    def _spawn(self, name: str, cmd: list[str], log_name: str) -> processes.Proc:
+        """SuperNode ``k`` (``supernode-k``) starts inside device ``k``; the rest as usual."""
+        if not name.startswith("supernode-"):
+            return super()._spawn(name, cmd, log_name)
+        k = int(name.rsplit("-", 1)[1])
+        log = self.log_dir / log_name
         log_file = log.open("ab")
         popen = self.testbed.popen(
             k,
@@ -212,13 +199,13 @@ class TestbedFederation(LocalFederation):
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self._nodes.append(_Proc(name, popen, log, log_file))
+        return processes.Proc(name, popen, log, log_file)
 
     def stop_node(self, k: int) -> None:
         """End node ``k`` (after the kernel killed part of it)."""
         self._expendable.add(k)
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            _kill_group(self._nodes[k].popen.pid, signal.SIGKILL)
+            processes.kill_group(self._nodes[k].popen.pid, signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -269,8 +256,9 @@ def run_scheme(
     watch: Callable[[int], None] | None = None,
 ) -> Any:
     """One DEFT run of ``cfg.train.scheme`` on the testbed, into ``out``."""
-    from loladeft.runtime.deployment import DeploymentError, run_config, write_app
-    from loladeft.runtime.federation import write_run_config
+    from loladeft.exceptions import FederationError
+    from loladeft.runtime.deployment import run_config, write_app
+    from loladeft.runtime.flwr_cli import write_run_config
     from loladeft.testbed import cgroups
 
     out = Path(out).resolve()
@@ -326,7 +314,7 @@ def run_scheme(
         (logs / "run.log").write_text(outcome.output, encoding="utf-8")
     if outcome is None or not outcome.ok:
         status = "no outcome" if outcome is None else f"{outcome.status} {outcome.details}"
-        raise DeploymentError(f"testbed run: {status.strip()}; see {logs}")
+        raise FederationError(f"testbed run: {status.strip()}; see {logs}")
     manifest = out / "manifest.json"
     data = json.loads(manifest.read_text(encoding="utf-8"))
     data["testbed"] = {

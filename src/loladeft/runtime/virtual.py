@@ -1,4 +1,6 @@
-"""Flower's simulation runtime: ``K`` virtual devices in Ray actors, the server in a thread.
+"""Virtual devices: DEFT on Flower's simulation runtime (``K`` Ray actors, the server in a
+thread); ``loladeft flower virtual``. Named apart from ``loladeft simulate``, the Monte-Carlo
+latency sweep, which runs no Flower at all.
 
 Each virtual node is device ``partition-id`` of the run; its state comes from the scenario
 model by that id (:mod:`loladeft.runtime.device`), so the heterogeneity is the in-process
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 
-def simulate(
+def run_virtual(
     cfg: Any,
     out: str | Path,
     *,
@@ -48,7 +50,7 @@ def simulate(
     FlowerTrainer
         The finished server-side trainer.
     """
-    from loladeft.runtime.federation import OFFLINE_ENV
+    from loladeft.runtime.flwr_cli import OFFLINE_ENV
 
     for key, value in {**OFFLINE_ENV, "RAY_USAGE_STATS_ENABLED": "0"}.items():
         os.environ.setdefault(key, value)  # offline by default, unless the user says otherwise
@@ -67,7 +69,7 @@ def simulate(
             grid,
             cfg,
             out,
-            runtime="simulation",
+            runtime="virtual",
             resume=resume,
             on_round=on_round,
             log=log,
