@@ -316,6 +316,12 @@ class TestbedSettings(_Table):
         description="Memory a node needs before any block (process, libraries, model); "
         "0: measured from each node after it has loaded the model.",
     )
+    memory_margin_mb: Float = Field(
+        96.0,
+        ge=0,
+        description="Memory a node gets besides its base and headroom (message buffers, "
+        "allocator slack).",
+    )
     memory_scale: Float = Field(
         1.0,
         gt=0,

@@ -25,6 +25,7 @@ _KEYS = {
     "profile": "scenario.profile",
     "cpu_budget": "testbed.cpu_budget",
     "memory_scale": "testbed.memory_scale",
+    "memory_margin_mb": "testbed.memory_margin_mb",
     "round_timeout": "runtime.round_timeout",
 }
 
@@ -62,6 +63,9 @@ def testbed(
     ] = None,
     memory_scale: Annotated[
         float | None, typer.Option(help="Scale of the nodes' memory headroom (default 1).")
+    ] = None,
+    memory_margin_mb: Annotated[
+        float | None, typer.Option(help="Memory beyond base and headroom (default 96 MB).")
     ] = None,
     round_timeout: Annotated[
         float | None, typer.Option(help="Wall seconds a node has to return its gradient.")

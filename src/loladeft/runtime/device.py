@@ -29,6 +29,7 @@ so the server can tell the transport's time from the node's
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -105,12 +106,29 @@ def engine(cfg: Any) -> Any:
     return _ENGINES[key]
 
 
+#: Environment variable naming the ``cgroup.procs`` file this process joins before it computes
+#: (set by the testbed, :mod:`loladeft.runtime.testbed_federation`).
+CPU_GROUP_ENV = "LOLADEFT_TESTBED_CPU_GROUP"
+_joined: list[str] = []
+
+
+def join_cpu_group() -> None:
+    """On the testbed, move this process into its device's CPU cgroup (once): the device's
+    CPU quota then holds what the device computes."""
+    target = os.environ.get(CPU_GROUP_ENV)
+    if target and target not in _joined:
+        with open(target, "w") as fh:
+            fh.write(str(os.getpid()))
+        _joined.append(target)
+
+
 def handle_query(message: Any, context: Any) -> Any:
     """Reply to a ``query``: this node's state in the round (and, when asked, its
     self-profile and a link probe)."""
     from flwr.app import ConfigRecord, Message, RecordDict
 
     t0 = time.perf_counter()
+    join_cpu_group()
     deft = message.content[protocol.DEFT]
     cfg = protocol.decode_config(deft["config"])
     if deft.get("warm"):  # the server's warm-up before round 1: load model and data now
@@ -165,6 +183,7 @@ def handle_train(message: Any, context: Any) -> Any:
     from flwr.app import Message, MetricRecord, RecordDict
 
     start = time.perf_counter()
+    join_cpu_group()
     deft = message.content[protocol.DEFT]
     cfg = protocol.decode_config(deft["config"])
     k = partition(context.node_config, cfg)

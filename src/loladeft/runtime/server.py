@@ -222,7 +222,7 @@ class FlowerTrainer(Trainer):
                 continue
             seconds = self.links.transfer_time(k, elapsed, handle)
             reference = self._reference(k, self.cfg.scenario.bandwidth_hz)
-            self.links.observe_transfer(k, got, seconds, reference)
+            self.links.observe_transfer(k, got, seconds, reference, shaped=self.edge is not None)
             self.log(
                 f"join: device {k}: messaging {self.links.messaging(k) * 1e3:.0f} ms, "
                 f"probe {8 * got / max(seconds, 1e-9) / 1e6:.2f} Mbit/s"
@@ -339,6 +339,7 @@ class FlowerTrainer(Trainer):
             num_blocks=self.num_blocks,
             block_bits=drawn.block_bits,
             bandwidth=drawn.bandwidth,
+            messaging=self.links.messaging_all(),
         )
 
     def _read_states(self, n: int, replies: list[tuple[int, Any]]) -> tuple[Any, Any]:
@@ -522,7 +523,9 @@ class FlowerTrainer(Trainer):
             nbytes = int(reply.content[protocol.GRADIENT].count_bytes())
             transfer = self.links.transfer_time(k, elapsed, compute if handle is None else handle)
             if self.edge is not None:
-                self.links.observe_transfer(k, nbytes, transfer, self.edge.goodput(k))
+                self.links.observe_transfer(
+                    k, nbytes, transfer, self.edge.goodput(k), shaped=True
+                )
             else:
                 self.links.observe_transfer(k, nbytes, transfer, self.cfg.scenario.bandwidth_hz)
             row.update(compute_s=compute, transfer_s=transfer, reply_bytes=nbytes, delivered=1)

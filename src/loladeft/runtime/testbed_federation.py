@@ -11,7 +11,8 @@ runs one DEFT run per scheme on it, each in its own folder:
   address. The links are plain (``--insecure``): they never leave the machine's private
   namespaces, and TLS's CPU cost would perturb the quota'd nodes;
 * CPU: each device's cgroup CPU quota is proportional to its compute factor ``f_k`` (one draw
-  of the scenario per run), the quotas together ``testbed.cpu_budget`` cores;
+  of the scenario per run), the quotas together ``testbed.cpu_budget`` cores; the quota
+  holds the process that computes (the ClientApp executor), not the SuperNode's polling;
 * memory: each device's cgroup memory limit is set by the server after the nodes have loaded
   the model (:meth:`EdgeControl.bind_memory`): the node's resident memory then, plus a margin,
   plus its *headroom* ``memory_scale x phi x m_k``, where ``m_k`` is the device's memory
@@ -55,9 +56,11 @@ from loladeft.runtime.federation import FederationSpec, LocalFederation
 
 #: Environment variable naming the edge file the server reads (:meth:`EdgeControl.from_env`).
 EDGE_ENV = "LOLADEFT_TESTBED_EDGE"
-#: Memory a node may grow by beyond what it holds after loading the model, besides its
-#: headroom (message buffers, allocator slack), bytes.
-MEMORY_MARGIN_BYTES = 96 * 2**20
+#: Environment variable holding the ``cgroup.procs`` file of a device's CPU cgroup: the
+#: process that computes writes its pid there (:func:`loladeft.runtime.device.join_cpu_group`).
+CPU_GROUP_ENV = "LOLADEFT_TESTBED_CPU_GROUP"
+#: Enters the memory cgroup named by $1, then runs the rest.
+_ENTER = 'echo $$ > "$1" || exit 125; shift; exec "$@"'
 #: Key mixed into the seed of the testbed's device draw.
 _DEVICES = 0x7E5B
 
@@ -74,6 +77,8 @@ class EdgeControl:
         Per device: memory beyond its resident set after loading the model.
     base_memory_bytes
         Resident memory to assume per node; 0: read each node's from its cgroup.
+    margin_bytes
+        Memory each node gets besides base and headroom (``testbed.memory_margin_mb``).
     goodput_bps
         The goodput in force per device (bit/s).
     """
@@ -81,6 +86,7 @@ class EdgeControl:
     devices: list[dict[str, str]]
     headroom_bytes: list[float]
     base_memory_bytes: float = 0.0
+    margin_bytes: float = 0.0
     goodput_bps: list[float] = field(default_factory=list)
     memory_limits: list[int] = field(default_factory=list)
 
@@ -135,7 +141,7 @@ class EdgeControl:
         limits = []
         for k, dev in enumerate(self.devices):
             base = self.base_memory_bytes or self.resident_bytes(k)
-            want = int(base + MEMORY_MARGIN_BYTES + self.headroom_bytes[k])
+            want = int(base + self.margin_bytes + self.headroom_bytes[k])
             limits.append(cgroups.set_memory_limit(dev["cgroup"], want))
         self.memory_limits = limits
         return limits
@@ -183,16 +189,27 @@ class TestbedFederation(LocalFederation):
         self._superlink = self._spawn("flower-superlink", cmd, "superlink.log")
 
     def _spawn(self, name: str, cmd: list[str], log_name: str) -> processes.Proc:
-        """SuperNode ``k`` (``supernode-k``) starts inside device ``k``; the rest as usual."""
+        """SuperNode ``k`` (``supernode-k``) starts inside device ``k``: its network
+        namespace (``nsenter --net``, which keeps ``/sys`` and so the cgroup files visible)
+        and its memory cgroup; the ClientApp process that computes joins the device's CPU
+        cgroup itself (:data:`CPU_GROUP_ENV`, :func:`loladeft.runtime.device.join_cpu_group`).
+        The SuperNode's own polling thus runs outside the quota: the emulated device is slow
+        at computing, not at taking messages off the wire."""
         if not name.startswith("supernode-"):
             return super()._spawn(name, cmd, log_name)
+        from loladeft.testbed import cgroups
+
         k = int(name.rsplit("-", 1)[1])
+        dev = self.testbed.devices[k]
+        memory = cgroups.path("memory", dev.cgroup) / "cgroup.procs"
+        cpu = cgroups.path("cpu", dev.cgroup) / "cgroup.procs"
+        netns = f"--net=/run/netns/{dev.link.namespace}"
+        argv = ["sh", "-c", _ENTER, "sh", str(memory), "nsenter", netns, *cmd]
         log = self.log_dir / log_name
         log_file = log.open("ab")
-        popen = self.testbed.popen(
-            k,
-            cmd,
-            env=self._env,
+        popen = subprocess.Popen(
+            argv,
+            env={**self._env, CPU_GROUP_ENV: str(cpu)},
             cwd=self.home,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -275,6 +292,7 @@ def run_scheme(
         ],
         headroom_bytes=edge.headroom_bytes,
         base_memory_bytes=cfg.testbed.base_memory_mb * 2**20,
+        margin_bytes=cfg.testbed.memory_margin_mb * 2**20,
     )
     control.set_rates([uplink] * K)
     edge_file = logs / "edge.json"

@@ -5,7 +5,9 @@ Three things the server learns from what it observes, next to what the scheduler
 **Messaging latency** ``l0_k`` of node ``k``: for every ``query`` exchange, the time from
 pushing the message to pulling the reply, minus the time the node says it spent handling it
 (``handle-seconds``): what the runtime itself costs per message (Flower's hops, polling,
-serialisation). Smoothed per node (exponentially weighted mean).
+serialisation). The median of the node's last :data:`LATENCY_WINDOW` exchanges. A measured
+instance adds it to the node's row of ``J``: a round costs the device that much besides
+computing and uploading.
 
 **Link estimate** of node ``k`` (:class:`LinkBook`): every accepted gradient reply of ``n``
 bytes gives a transfer time ``t = elapsed - handle-seconds - l0_k`` (the part of the
@@ -22,7 +24,8 @@ band) gives the first reading. How a reading maps onto the instance's spectral e
   fading draw ``r_k`` every round, knows ``r_k`` (the emulated cell's channel state) but not
   what the real transport achieves over the shaped link. Each reading is taken relative to
   the shaped rate, ``rho_k = 8 n / (t B_k r_k)`` (the link's efficiency, 1 for a perfect
-  transport), and the instance uses ``rho_k r_k`` with the round's draw.
+  transport; capped at 1, a transfer cannot beat the shaper), and the instance uses
+  ``rho_k r_k`` with the round's draw.
 
 **Round accounting** (:class:`RoundRecord`): the measured round latency is the wall time from
 pushing the first ``train`` message to pulling the last accepted reply; per scheduled device
@@ -46,6 +49,11 @@ from loladeft.testbed.link import LinkEstimator
 #: Shortest transfer time a reading may have (s): a reply that arrives faster than the
 #: messaging latency predicts gives no reading.
 MIN_TRANSFER_S = 1e-3
+#: Messaging latencies kept per node (their median is ``l0_k``).
+LATENCY_WINDOW = 7
+#: Largest link efficiency a testbed reading may show: a transfer cannot beat the shaper, so
+#: a faster one is a messaging latency overestimated that round.
+MAX_EFFICIENCY = 1.0
 
 #: Columns of ``wallclock.csv`` (one row per round and scheduled block).
 DEVICE_COLUMNS = (
@@ -80,30 +88,43 @@ class LinkBook:
         self.K = int(num_devices)
         self.bandwidth = float(bandwidth)
         self.alpha = float(alpha)
-        self.latency = np.full(self.K, math.nan)
+        self.latencies: list[list[float]] = [[] for _ in range(self.K)]
         self.links = [LinkEstimator(alpha) for _ in range(self.K)]
 
     def observe_message(self, k: int, elapsed: float, handle: float) -> None:
         """Fold in one small exchange (a ``query``): its messaging latency."""
         if not (math.isfinite(elapsed) and math.isfinite(handle)):
             return
-        x = max(0.0, elapsed - handle)
-        old = self.latency[k]
-        self.latency[k] = x if math.isnan(old) else self.alpha * x + (1 - self.alpha) * old
+        window = self.latencies[k]
+        window.append(max(0.0, elapsed - handle))
+        del window[:-LATENCY_WINDOW]
 
     def messaging(self, k: int) -> float:
-        """``l0_k``, s (0 before any exchange)."""
-        x = self.latency[k]
-        return 0.0 if math.isnan(x) else float(x)
+        """``l0_k``: the median of the node's recent messaging latencies, s (0 before any
+        exchange). A median, not a mean: one exchange stalled by a busy machine is not the
+        node's latency."""
+        window = self.latencies[k]
+        return float(np.median(window)) if window else 0.0
+
+    def messaging_all(self) -> np.ndarray:
+        """``l0`` of every node (length ``K``)."""
+        return np.array([self.messaging(k) for k in range(self.K)])
 
     def transfer_time(self, k: int, elapsed: float, handle: float) -> float:
         """The part of an exchange spent moving the payload: ``elapsed - handle - l0_k``."""
         return max(0.0, elapsed - handle - self.messaging(k))
 
-    def observe_transfer(self, k: int, nbytes: float, seconds: float, reference: float) -> None:
+    def observe_transfer(
+        self, k: int, nbytes: float, seconds: float, reference: float, *, shaped: bool = False
+    ) -> None:
         """Fold in a transfer of ``nbytes`` in ``seconds``; ``reference`` is the bandwidth
-        (Hz) of a plain link, or the shaped rate ``B_k r_k`` (bit/s) on the testbed."""
-        if nbytes > 0 and seconds >= MIN_TRANSFER_S and reference > 0:
+        (Hz) of a plain link, or (``shaped``) the shaped rate ``B_k r_k`` (bit/s) on the
+        testbed, where a reading is capped at :data:`MAX_EFFICIENCY`."""
+        if not (nbytes > 0 and reference > 0):
+            return
+        if shaped:
+            seconds = max(seconds, 8.0 * nbytes / (MAX_EFFICIENCY * reference))
+        if seconds >= MIN_TRANSFER_S:
             self.links[k].observe(nbytes, seconds, reference)
 
     def rate_term(self, k: int) -> float | None:
@@ -175,6 +196,7 @@ def measured_instance(
     num_blocks: int,
     block_bits: float,
     bandwidth: float,
+    messaging: np.ndarray | None = None,
 ) -> Any:
     """The scheduling instance from the devices' self-profiles and the link estimates.
 
@@ -187,6 +209,11 @@ def measured_instance(
         ``r`` of every device (:meth:`LinkBook.spectral_efficiency`).
     num_devices, num_blocks, block_bits, bandwidth
         ``K``, ``L``, ``S`` and ``B``.
+    messaging
+        ``l0_k`` of every device (s), added to its row of ``J``: the fixed time a round costs
+        a device besides computing and uploading (taking the message off the wire, handing
+        the reply back), the part of the intercept ``a`` of the linear depth model
+        ``d(l) = a + c l`` that the runtime adds.
 
     Returns
     -------
@@ -212,6 +239,8 @@ def measured_instance(
     # a step truncated deeper does all the work of a shallower one: a measured row that dips
     # with depth is noise, and the depth-aware schemes rely on monotone rows (Sec. IV-B)
     J = np.maximum.accumulate(J, axis=1)
+    if messaging is not None:
+        J = J + np.asarray(messaging, dtype=float)[:, None]
     need = np.maximum.accumulate(need)
     return Instance(
         J=J,
