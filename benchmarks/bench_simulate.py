@@ -19,20 +19,21 @@ import time
 import numpy as np
 
 from loladeft.allocation.registry import solve
-from loladeft.experiments.config import DEFAULT_SCHEMES, DEFAULT_SWEEPS
-from loladeft.system.scenario import Scenario, load_block_costs
+from loladeft.config import PAPER_PROFILE, PAPER_SCHEMES, Config
+from loladeft.experiments.simulate import load_block_costs
+from loladeft.system.scenario import Scenario
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--devices", type=int, nargs="+", default=[20, 50])
-    parser.add_argument("--profile", default="roberta-base")
+    parser.add_argument("--profile", default=PAPER_PROFILE)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     costs = load_block_costs(args.profile)
-    points = sum(len(v) for v in DEFAULT_SWEEPS.values())
+    points = sum(len(v) for v in Config().sweeps.model_dump().values())
     for K in args.devices:
         sc = Scenario(costs, num_devices=K)
         t0 = time.perf_counter()
@@ -47,7 +48,7 @@ def main() -> None:
         )
         rng = np.random.default_rng(args.seed)
         total = 0.0
-        for name in DEFAULT_SCHEMES:
+        for name in PAPER_SCHEMES:
             start = time.perf_counter()
             inner = 0.0
             for inst in instances:

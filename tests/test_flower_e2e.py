@@ -23,6 +23,7 @@ pytest.importorskip("peft")
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
+from loladeft.training.checkpoint import load_weights  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
 from tiny import tiny_config  # noqa: E402
 
@@ -100,14 +101,14 @@ def test_deployment_runtime_reproduces_the_in_process_engine(tiny, reference, tm
     assert outcome.ok
     ref_rows, ref_weights = reference
     _assert_same_rows(read_metrics(tmp_path / "dep" / "metrics.csv"), ref_rows)
-    weights = torch.load(tmp_path / "dep" / "checkpoint.pt", weights_only=False)["weights"]
+    weights = load_weights(tmp_path / "dep" / "checkpoint.json")
     assert weights.keys() == ref_weights.keys()
     for name, w in weights.items():
         torch.testing.assert_close(w, ref_weights[name], rtol=1e-5, atol=1e-7)
     manifest = json.loads((tmp_path / "dep" / "manifest.json").read_text())
     assert manifest["finished"] and manifest["command"] == "loladeft flower local"
     assert not any(manifest["runtime"]["faults"].values())
-    for name in ("adapter", "metric_vs_time.png", "checkpoint.pt", "flower-logs/run.log"):
+    for name in ("adapter", "metric_vs_time.png", "checkpoint.json", "flower-logs/run.log"):
         assert (tmp_path / "dep" / name).exists()
     _assert_cleaned(seen["marker"])
 

@@ -11,16 +11,16 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from loladeft import models  # noqa: E402
+from loladeft.config import LoraSettings  # noqa: E402
+from loladeft.exceptions import LoladeftError  # noqa: E402
 from loladeft.profiling import analytic  # noqa: E402
 from loladeft.profiling.profiler import (  # noqa: E402
-    ProfilerInputError,
     SavedTensorMeter,
-    build_model,
     flop_counter,
     make_batch,
     measure_depth,
     profile_model,
-    resolve_model,
     shape_from_config,
 )
 
@@ -30,10 +30,12 @@ B, S = 4, 16
 
 
 def _tiny(targets=("query", "value"), meta=False, attn="eager", model="tiny-bert"):
-    spec = resolve_model(model)
-    net, lora, blocks = build_model(
-        spec, dtype="fp32", lora_r=4, lora_targets=targets, meta=meta, attn=attn
-    )
+    spec = models.resolve(model, weights=False)
+    settings = LoraSettings(r=4, alpha=8.0, dropout=0.0, targets=targets)
+    net = models.build(spec, settings, meta=meta, attn=attn)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    lora, blocks = models.lora_blocks(net), models.find_blocks(net)
     data = make_batch(spec, net, B, S, meta=meta)
     return spec, net, lora, blocks, data
 
@@ -204,7 +206,7 @@ def test_tiny_profile_runs_and_round_trips(tmp_path) -> None:
     ("kwargs", "field"),
     [
         ({"model": "no-such-model"}, "model"),
-        ({"model": "tiny-bert", "lora_targets": ("nope",)}, "lora_targets"),
+        ({"model": "tiny-bert", "lora_targets": ("nope",)}, "lora.targets"),
         ({"model": "tiny-bert", "batch": 0}, "batch"),
         ({"model": "tiny-bert", "seq": -1}, "seq"),
         ({"model": "tiny-bert", "dtype": "fp8"}, "dtype"),
@@ -212,7 +214,7 @@ def test_tiny_profile_runs_and_round_trips(tmp_path) -> None:
     ],
 )
 def test_bad_input(kwargs, field) -> None:
-    with pytest.raises(ProfilerInputError, match=f"^{field}:") as info:
+    with pytest.raises(LoladeftError, match=f"^{field}:") as info:
         profile_model(timing=False, **kwargs)
     assert "\n" not in str(info.value)
 
@@ -277,4 +279,22 @@ def test_minilm_package_offline() -> None:
     np.testing.assert_array_equal(p.flops, [d.analytic_flops for d in p.depths])
     np.testing.assert_array_equal(
         p.activation_bytes, [d.analytic_activation_bytes for d in p.depths]
+    )
+
+
+def test_no_timing_batch_is_shapes_only() -> None:
+    # issue 14 item 10: --no-timing allocated the real batch on the CPU before moving it to
+    # meta; a batch of 10^11 x 16 token ids (12.8 TB) must cost nothing
+    spec = models.resolve("tiny-bert", weights=False)
+    data = make_batch(spec, None, 10**11, 16, meta=True)
+    assert data["input_ids"].is_meta and tuple(data["input_ids"].shape) == (10**11, 16)
+    assert data["labels"].is_meta and tuple(data["labels"].shape) == (10**11,)
+
+
+def test_family_default_targets_when_none_given() -> None:
+    p = profile_model("tiny-llama", batch=2, seq=8, lora_r=4, timing=False)
+    assert p.lora_targets == ("q_proj", "v_proj")
+    assert profile_model("tiny-bert", batch=2, seq=8, timing=False).lora_targets == (
+        "query",
+        "value",
     )

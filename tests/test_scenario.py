@@ -21,7 +21,6 @@ from loladeft.system.scenario import (
     BlockCosts,
     InvalidScenarioError,
     Scenario,
-    load_block_costs,
 )
 
 
@@ -124,7 +123,9 @@ def test_malformed_profile_names_the_field(mutate, field):
 
 
 def test_builtin_roberta_profile_matches_paper_setting():
-    costs = load_block_costs("roberta-base")
+    from loladeft.profiling.profile import load_profile
+
+    costs = BlockCosts.from_profile(load_profile("roberta-base"))
     assert costs.num_blocks == 12
     assert costs.block_bits == 24576 * 32 == 786432
     assert (np.diff(costs.flops) > 0).all() and (np.diff(costs.block_memory) > 0).all()

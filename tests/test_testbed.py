@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from loladeft.system.latency import upload_latency
-from loladeft.testbed import cgroups, shaping
+from loladeft.testbed import DeviceSpec, Testbed, TestbedError, cgroups, shaping
 from loladeft.testbed.link import (
     LinkEstimator,
     ProbeError,
@@ -51,6 +51,7 @@ def test_tbf_parameters_quantise_to_bytes_and_size_bucket_and_queue():
 @pytest.mark.parametrize(
     ("value", "match"),
     [(1.0, r"rate_bps: must be in \[8000, 1e\+10\]"), (float("nan"), "rate_bps: must be a number")],
+    ids=["too-low", "nan"],
 )
 def test_tbf_parameters_refuse_bad_rates(value, match):
     with pytest.raises(ValueError, match=match):
@@ -159,6 +160,7 @@ def test_probe_round_trip_counts_the_bytes_after_the_first_chunk():
         (struct.pack("!8sQ", b"LOLAPRB1", 100) + b"\0" * 10, "closed after 10 of 100 bytes"),
         (b"LOLA", "closed inside the header"),
     ],
+    ids=["magic", "too-large", "short-payload", "short-header"],
 )
 def test_probe_receiver_refuses_malformed_probes(header, match):
     a, b = _pair()
@@ -173,3 +175,18 @@ def test_probe_sender_refuses_bad_size():
     a, b = _pair()
     with a, b, pytest.raises(ValueError, match=r"nbytes: must be an integer in \(0, "):
         send_probe(a, 0)
+
+
+# -- refusals: one clear error before anything is created --------------------------------------
+
+
+def test_not_root_is_refused_with_one_line(monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(TestbedError, match=r"^the testbed needs root \(network namespaces, tc"):
+        Testbed([DeviceSpec(1e6)]).setup()
+
+
+def test_missing_cgroup_controllers_are_refused(monkeypatch, tmp_path):
+    monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path)
+    with pytest.raises(TestbedError, match=r"^cgroup v1 cpu controller not mounted at "):
+        cgroups.check_support()

@@ -128,6 +128,11 @@ def test_three_devices_read_back_and_leave_nothing():
         for k, rate in enumerate(new):
             name = f"lolatb-{rid}-{k}"
             assert _tc_rate(name, name + "d") == 8 * round(rate * 1514 / 1448 / 8)
+        # None keeps a rate; a bad rate changes nothing.
+        assert tb.set_rates([None, 1e6, None])[0] == tb.wire_rate(0)
+        with pytest.raises(ValueError, match=r"uplink_bps\[2\]: rate_bps: must be in"):
+            tb.set_rates([3e6, 3e6, 0.0])
+        assert tb.wire_rate(0) == 8 * round(new[0] * 1514 / 1448 / 8)
         # A process started as device 1 runs in its cgroups and namespace, and reaches the
         # server address over its own veth.
         out = tb.popen(

@@ -23,7 +23,6 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("sklearn")
 
-from loladeft.config import load_config  # noqa: E402
 from loladeft.training.engine import Trainer, device_gradient, full_gradient  # noqa: E402
 from loladeft.training.metrics import task_metrics  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
@@ -68,7 +67,7 @@ def test_deft_round_with_shared_minibatch_equals_centralized_gradient(tiny, monk
 @pytest.mark.filterwarnings("ignore:Full backward hook:UserWarning")
 @pytest.mark.parametrize("depth", range(1, NUM_LAYERS + 1))
 def test_device_step_stays_in_its_block(tiny, depth):
-    from loladeft.profiling.profiler import find_blocks
+    from loladeft.models import find_blocks
 
     trainer = Trainer(_cfg(tiny)).setup()
     layers = find_blocks(trainer.model)  # input side first
@@ -369,59 +368,102 @@ def test_cli_modules_do_not_import_torch():
     import sys
 
     code = (
-        "import sys, loladeft.cli.app, loladeft.training.run, loladeft.training.table1; "
+        "import sys, loladeft.cli.app, loladeft.training.run, loladeft.experiments.table1; "
         "sys.exit(int(any(m in sys.modules for m in ('torch', 'transformers', 'peft'))))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-def test_table1_times_to_90_percent_of_centralized(tmp_path):
-    from loladeft.training.run import CSV_COLUMNS
-    from loladeft.training.table1 import run_table1
-
-    def fake_run(cfg, folder, label):
-        """Write the metrics.csv a run would: centralized best 0.80 -> target 0.72."""
-        folder.mkdir(parents=True)
-        if cfg.train.centralized:
-            curves = {"centralized": [(None, 0.5), (None, 0.8), (None, 0.7)]}
-        else:
-            curves = {
-                "comm-aware": [(0, 0.5), (100, 0.6), (200, 0.75)],
-                "ba": [(0, 0.5), (60, 0.72), (120, 0.8)],
-                "jbba": [(0, 0.5), (50, 0.7), (100, 0.9)],
-            }
-        with (folder / "metrics.csv").open("w") as fh:
-            w = csv.DictWriter(fh, CSV_COLUMNS)
-            w.writeheader()
-            for scheme, pts in curves.items():
-                for i, (t, m) in enumerate(pts):
-                    w.writerow(
-                        {
-                            "round": i,
-                            "scheme": scheme,
-                            "sim_time_s": "" if t is None else t,
-                            "metric": m,
-                            "metric_name": "accuracy",
-                        }
-                    )
-
-    base = load_config(None, {"train.task": "mrpc", "train.rounds": 2, "train.precision": "fp32"})
-    rows = run_table1(base, ["mrpc"], tmp_path, shared=True, run=fake_run)
-    got = {r.scheme: r for r in rows}
-    assert got["comm-aware"].target == pytest.approx(0.72)
-    assert got["comm-aware"].minutes_to_target == pytest.approx(200 / 60)
-    assert got["ba"].minutes_to_target == pytest.approx(1.0)  # 0.72 reached exactly at 60 s
-    assert got["jbba"].reduction_vs_comm_aware == pytest.approx(0.5)
-    assert got["jbba"].paper_minutes == 5.12
-    assert (tmp_path / "table1.md").read_text().count("| mrpc |") == 3
-    assert (tmp_path / "fig7_mrpc.png").is_file()
-
-
 def test_auto_precision_resolves_to_a_supported_one(tiny):
-    from loladeft.training.model import resolve_precision
+    from loladeft.training.engine import resolve_precision
 
     assert resolve_precision("auto") in ("fp32", "bf16")
     assert resolve_precision("fp32") == "fp32"
     trainer = Trainer(_cfg(tiny, precision="auto")).setup()
     assert trainer.precision == resolve_precision("auto")
     assert math.isfinite(trainer.step().train_loss)
+
+
+# ----------------------------------------------------------------------- hardening (issue 14)
+@pytest.mark.parametrize("label", ["nan", "inf", "-inf", "1e308", "NaN"])
+def test_non_finite_or_huge_regression_label_is_refused(tmp_path, label):
+    from loladeft.training.data import DataError, load_task
+
+    folder = tmp_path / "glue" / "STS-B"
+    folder.mkdir(parents=True)
+    head = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    row = "0\tmain\tf\t2012\t0\ts\ts\ta cat\ta dog\t{}"
+    (folder / "train.tsv").write_text("\n".join([head, row.format("2.5"), row.format(label)]))
+    (folder / "dev.tsv").write_text("\n".join([head, row.format("1.0")]))
+    with pytest.raises(DataError) as info:
+        load_task("stsb", tmp_path / "glue")
+    message = str(info.value)
+    assert "train.tsv line 3" in message and repr(label) in message and "\n" not in message
+
+
+def test_non_finite_loss_stops_the_run_keeping_what_was_written(tiny, tmp_path):
+    from loladeft.training.engine import NonFiniteError
+
+    out = tmp_path / "run"
+
+    def poison(trainer, rec):
+        if rec.round == 2:
+            with torch.no_grad():
+                trainer.blocks[0][0].fill_(math.nan)
+
+    cfg = _cfg(tiny, rounds=4, checkpoint_every=1)
+    with pytest.raises(NonFiniteError) as info:
+        train(cfg, out, on_round=poison)
+    message = str(info.value)
+    assert message.startswith("train: round 3: non-finite") and "\n" not in message, message
+    assert [r["round"] for r in read_metrics(out / "metrics.csv")] == ["0", "1", "2"]
+    assert json.loads((out / "checkpoint.json").read_text())["round"] == 2
+    assert not json.loads((out / "manifest.json").read_text())["finished"]
+
+
+def test_non_finite_gradient_stops_a_centralized_run(tiny, tmp_path):
+    from loladeft.training.engine import NonFiniteError
+
+    trainer = Trainer(_cfg(tiny, scheme="centralized")).setup()
+    with torch.no_grad():
+        trainer.head[0].fill_(math.inf)
+    with pytest.raises(NonFiniteError, match=r"^train: round 1: non-finite"):
+        trainer.step()
+    assert trainer.round == 0 and trainer.history == []
+
+
+def test_a_run_where_every_block_was_skipped_is_not_completed(tiny, tmp_path):
+    from loladeft.training.engine import RoundWork, TrainingError
+
+    class Silent(Trainer):
+        """Every scheduled device fails (a runtime whose nodes never deliver)."""
+
+        def run_devices(self, n, instance, allocation):
+            return RoundWork([None] * self.num_blocks, float(allocation.latency))
+
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError) as info:
+        train(_cfg(tiny, rounds=3), out, make_trainer=lambda cfg, log: Silent(cfg, log))
+    message = str(info.value)
+    assert "none of the 3 rounds stepped" in message and "\n" not in message, message
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["finished"] is False and manifest["rounds_skipped"] == 3
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["feasible"] for r in rows[1:]] == ["0", "0", "0"]
+
+
+def test_skipped_rounds_are_counted_and_reported(tiny, tmp_path):
+    from loladeft.training.engine import RoundWork
+
+    class Flaky(Trainer):
+        def run_devices(self, n, instance, allocation):
+            if n == 2:
+                return RoundWork([None] * self.num_blocks, float(allocation.latency))
+            return super().run_devices(n, instance, allocation)
+
+    trainer = train(
+        _cfg(tiny, rounds=3), tmp_path / "run", make_trainer=lambda cfg, log: Flaky(cfg, log)
+    )
+    assert trainer.skipped_rounds == [2]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["finished"] is True and manifest["rounds_skipped"] == 1

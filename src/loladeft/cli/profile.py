@@ -13,30 +13,43 @@ The shipped profiles ``src/loladeft/data/{roberta-base,minilm}.json`` are regene
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from loladeft.cli._common import fail
+from loladeft.cli._common import ConfigFile, PrintConfig, fail, load, option, split
 from loladeft.exceptions import LoladeftError
 from loladeft.profiling.profile import Profile
+
+#: The tables ``profile`` reads, for ``--print-config``.
+TABLES = ("scenario", "lora", "train")
 
 
 def profile(
     model: Annotated[
-        str,
-        typer.Option(
+        str | None,
+        option(
+            "train.model",
             help="minilm (offline default), roberta-base, roberta-large, bert-base, gpt2, "
-            "llama-7b, tiny-bert, tiny-llama, a local Hugging Face folder or a hub id."
+            "llama-7b, tiny-bert, tiny-llama, a local Hugging Face folder or a hub id.",
         ),
-    ] = "minilm",
-    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 8,
+    ] = None,
+    lora_r: Annotated[int | None, option("lora.r", "--lora-r")] = None,
     lora_targets: Annotated[
-        str, typer.Option("--lora-targets", help="Comma-separated module names in each block.")
-    ] = "query,value",
-    batch: Annotated[int, typer.Option(help="Batch size of one step.")] = 32,
-    seq: Annotated[int, typer.Option(help="Sequence length.")] = 128,
-    dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16.")] = "fp32",
+        str | None,
+        option(
+            "lora.targets",
+            "--lora-targets",
+            help="Comma-separated module names in each block (default: the model family's, "
+            "query,value for BERT/RoBERTa, q_proj,v_proj for Llama).",
+            show_default=False,
+        ),
+    ] = None,
+    batch: Annotated[int | None, option("train.batch", help="Batch size of one step.")] = None,
+    seq: Annotated[int | None, option("train.max_length", "--seq", help="Sequence length.")] = None,
+    dtype: Annotated[
+        Literal["fp32", "bf16", "fp16"], typer.Option(help="Data type of weights and steps.")
+    ] = "fp32",
     out: Annotated[
         Path | None,
         typer.Option(help="Profile JSON to write (default: results/profile-MODEL.json)."),
@@ -46,34 +59,49 @@ def profile(
         bool,
         typer.Option("--no-timing", help="Count only, on the meta device (no weights, no steps)."),
     ] = False,
-    repeats: Annotated[int, typer.Option(help="Timed steps per depth (median).")] = 3,
-    attn: Annotated[str, typer.Option(help="Attention kernel: eager or sdpa.")] = "eager",
+    repeats: Annotated[int, typer.Option(help="Timed steps per depth (median).", min=1)] = 3,
+    attn: Annotated[Literal["eager", "sdpa"], typer.Option(help="Attention kernel.")] = "eager",
     eval_mode: Annotated[
         bool, typer.Option("--eval", help="Eval mode (dropout off) instead of train mode.")
     ] = False,
     reference: Annotated[
-        str, typer.Option("--reference-device", help="Reference device for FLOPs -> seconds.")
-    ] = "snapdragon-8-gen-3",
+        str | None, option("scenario.reference_device", "--reference-device")
+    ] = None,
     device: Annotated[str, typer.Option(help="Where timed steps run: cpu or cuda.")] = "cpu",
-    seed: Annotated[int, typer.Option(help="Seed of the random batch and random weights.")] = 0,
+    seed: Annotated[
+        int | None, option("train.seed", help="Seed of the random batch and random weights.")
+    ] = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
 ) -> None:
     """Measure d(l) (FLOPs) and b(l) (memory) for every block depth l (1 = last layer).
 
     Each depth runs one step that back-propagates only down to that block's LoRA parameters.
-    Exit code 2 on bad input (unknown model, LoRA target not in the model, batch/seq <= 0,
-    unsupported dtype).
+    The model, LoRA, batch and sequence length default to the training run's ([train],
+    [lora] of --config). Exit code 2 on bad input (unknown model, LoRA target not in the
+    model).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
-    if not targets:
-        fail("lora_targets: give at least one module name")
-    for name, value in (("batch", batch), ("seq", seq), ("lora_r", lora_r)):
-        if value <= 0:
-            fail(f"{name}: must be > 0, got {value}")
-    if repeats < 1 and not no_timing:
-        fail(f"repeats: must be >= 1, got {repeats}")
+    cfg = load(
+        config,
+        {
+            "train.model": model,
+            "lora.r": lora_r,
+            "lora.targets": split(lora_targets),
+            "train.batch": batch,
+            "train.max_length": seq,
+            "scenario.reference_device": reference,
+            "train.seed": seed,
+        },
+        command="profile",
+        print_config=print_config,
+        tables=TABLES,
+    )
+    model = cfg.train.model
+    # LoRA targets: given (flag or file) or the model family's (loladeft.models)
+    targets = cfg.lora.targets if _given(config, lora_targets, "lora", "targets") else None
     console = Console(stderr=True)
     try:
         from loladeft.profiling.profiler import profile_model
@@ -91,18 +119,18 @@ def profile(
         try:
             result = profile_model(
                 model,
-                lora_r=lora_r,
+                lora_r=cfg.lora.r,
                 lora_targets=targets,
-                batch=batch,
-                seq=seq,
+                batch=cfg.train.batch,
+                seq=cfg.train.max_length,
                 dtype=dtype,
                 timing=not no_timing,
                 repeats=repeats,
                 attn=attn,
                 train=not eval_mode,
-                reference_device=reference,
+                reference_device=cfg.scenario.reference_device,
                 device=device,
-                seed=seed,
+                seed=cfg.train.seed,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
         except LoladeftError as exc:
@@ -117,11 +145,23 @@ def profile(
     _print_summary(result)
     Console().print(f"wrote {path}")
     if plot:
-        from loladeft.profiling.plot import plot_fig4a, plot_fig4b
+        from loladeft.experiments.fig4 import plot_fig4a, plot_fig4b
 
         stem = path.with_suffix("")
         files = plot_fig4a(result, f"{stem}-fig4a") + plot_fig4b(result, f"{stem}-fig4b")
         Console().print("wrote " + ", ".join(str(f) for f in files))
+
+
+def _given(config: Path | None, flag: object, table: str, key: str) -> bool:
+    """Whether the flag or the ``--config`` file sets ``table.key``."""
+    if flag is not None:
+        return True
+    if config is None:
+        return False
+    from loladeft.config import read_toml
+
+    section = read_toml(config).get(table)
+    return isinstance(section, dict) and key in section
 
 
 def _print_summary(p: Profile) -> None:

@@ -1,98 +1,142 @@
-"""``loladeft reproduce table1``: Table I and Fig. 7 (time to 90% of the centralized metric)."""
+"""``loladeft reproduce``: every artifact of the paper (Figs. 4-8, Table I) into one folder.
+
+See :mod:`loladeft.experiments.reproduce` for what each target makes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from loladeft.cli._common import fail
+from loladeft.cli._common import ConfigFile, PrintConfig, fail, load, option, split
+from loladeft.cli.train import (
+    Batch,
+    DataDir,
+    Devices,
+    EvalEvery,
+    LocalIterations,
+    Lr,
+    Model,
+    Precision_,
+    Profile,
+    Threads,
+    run_overrides,
+)
+from loladeft.config import QUICK_ROUNDS, Config
 from loladeft.exceptions import LoladeftError
-
-WHAT = ("table1",)
+from loladeft.experiments.reproduce import TABLE1_TASKS, Target, plan
 
 
 def reproduce(
-    what: Annotated[str, typer.Argument(help="What to reproduce: table1.")],
-    tasks: Annotated[str, typer.Option(help="Comma-separated GLUE tasks.")] = "mrpc,rte",
-    rounds: Annotated[int, typer.Option(help="Rounds (= steps) of every run.")] = 100,
-    devices: Annotated[int, typer.Option(help="K devices.")] = 20,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="GLUE TSV folder (e.g. ../shared/data/glue); omit for HF datasets (online)."
+    target: Annotated[
+        Target,
+        typer.Argument(
+            help="fig4 (memory/latency vs depth), fig5, fig6, fig8 (the latency sweeps of "
+            "loladeft simulate), fig7 or table1 (training runs; both make both), or all."
         ),
+    ],
+    tasks: Annotated[
+        str, typer.Option(help="Comma-separated GLUE tasks of Table I / Fig. 7.")
+    ] = ",".join(TABLE1_TASKS),
+    out: Annotated[
+        Path | None, option("out", help="Output folder; Table I goes into its table1/.")
     ] = None,
-    model: Annotated[str, typer.Option(help="'minilm', a HF folder or hub id.")] = "minilm",
-    profile: Annotated[
-        str | None,
-        typer.Option(
-            help="Profile for d(l), b(l) (builtin name or JSON); default: the model's builtin."
-        ),
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/table1"),
+    quick: Annotated[
+        bool, typer.Option("--quick", help=f"Sweeps with {QUICK_ROUNDS} rounds per point.")
+    ] = False,
+    workers: Annotated[int | None, option("workers")] = None,
     shared: Annotated[
         bool,
         typer.Option(
             "--shared/--separate",
-            help="One training run replayed on every scheme's clock (cheap) instead of one run "
-            "per scheme (faithful, default).",
+            help="Shared-trajectory mode: one training run per task replayed on every "
+            "scheme's clock (cheap), instead of one run per scheme (faithful).",
         ),
     ] = False,
-    batch: Annotated[int, typer.Option(help="Per-device batch.")] = 32,
-    local_iterations: Annotated[int, typer.Option("--local-iterations", "-M")] = 1,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = 5e-4,
-    eval_every: Annotated[int, typer.Option(help="Evaluate every this many rounds.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16 where the CPU has native bf16), fp32 or bf16.")
-    ] = "auto",
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    rounds: Annotated[
+        int | None,
+        option(
+            "train.rounds",
+            help="Communication rounds N of each training run (fig7, table1); the sweeps' "
+            "Monte-Carlo rounds come from --config or --quick.",
+        ),
+    ] = None,
+    devices: Devices = None,
+    data_dir: DataDir = None,
+    model: Model = None,
+    profile: Profile = None,
+    batch: Batch = None,
+    local_iterations: LocalIterations = None,
+    lr: Lr = None,
+    eval_every: EvalEvery = None,
+    precision: Precision_ = None,
+    threads: Threads = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
 ) -> None:
-    """Run centralized + comm-aware + ba + jbba per task and write table1.md/.csv and
-    fig7_<task>.png. Finished runs in --out are reused, interrupted ones resumed."""
-    if what not in WHAT:
-        fail(f"what: unknown target {what!r}; choose one of {', '.join(WHAT)}")
-    from loladeft.cli.train import _split, run_with_progress
-    from loladeft.config import load_config
-    from loladeft.training.data import get_task
-    from loladeft.training.table1 import run_table1
+    """Reproduce a figure or table of the paper (or all of them) into --out.
 
-    names = _split(tasks)
-    try:
+    Finished training runs in --out/table1 are reused, interrupted ones resumed.
+    """
+    cfg = load(
+        config,
+        {
+            **run_overrides(
+                rounds=rounds,
+                devices=devices,
+                data_dir=data_dir,
+                model=model,
+                profile=profile,
+                batch=batch,
+                local_iterations=local_iterations,
+                lr=lr,
+                eval_every=eval_every,
+                precision=precision,
+            ),
+            "out": None if out is None else str(out),
+            "workers": workers,
+            "rounds": QUICK_ROUNDS if quick else None,
+        },
+        command="reproduce",
+        print_config=print_config,
+    )
+    names: tuple[str, ...] = ()
+    if "table1" in plan(target):
+        from loladeft.training.data import get_task
+
+        try:
+            names = tuple(get_task(t).name for t in split(tasks) or ())
+        except LoladeftError as exc:
+            fail(f"tasks: {str(exc).removeprefix('task: ')}")
         if not names:
             fail("tasks: give at least one task")
-        names = tuple(get_task(t).name for t in names)
-        base = load_config(
-            None,
-            {
-                "train.task": names[0],
-                "train.scheme": "jbba",
-                "train.rounds": rounds,
-                "scenario.num_devices": devices,
-                "train.batch": batch,
-                "scenario.local_iterations": local_iterations,
-                "train.lr": lr,
-                "train.model": model,
-                "scenario.profile": profile,
-                "train.data_dir": None if data_dir is None else str(data_dir),
-                "train.eval_every": eval_every,
-                "train.seed": seed,
-                "train.precision": precision,
-            },
+
+    from rich.console import Console
+
+    from loladeft.cli.simulate import run as sweep
+    from loladeft.cli.train import run_with_progress
+    from loladeft.experiments.reproduce import reproduce as make
+
+    console = Console()
+
+    def train(run_cfg: Config, folder: Path, label: str) -> None:
+        run_with_progress(run_cfg, folder, resume=True, threads=threads, label=label)
+
+    try:
+        make(
+            target,
+            cfg,
+            tasks=names,
+            shared=shared,
+            sweep=sweep,
+            train=train,
+            say=console.print,
         )
     except LoladeftError as exc:
         fail(str(exc))
-
-    def run(cfg: Any, folder: Path, label: str) -> None:
-        run_with_progress(cfg, folder, resume=True, threads=threads, label=label)
-
-    try:
-        rows = run_table1(base, names, out, shared=shared, run=run)
-    except LoladeftError as exc:
-        fail(str(exc))
-    from rich.console import Console
-
-    Console().print((out / "table1.md").read_text(encoding="utf-8"))
-    Console().print(f"wrote {out}/table1.md, table1.csv, fig7_<task>.png ({len(rows)} rows)")
+    except OSError as exc:
+        fail(f"out: cannot write {cfg.out}: {exc.strerror or exc}")
+    if "table1" in plan(target):
+        console.print((Path(cfg.out) / "table1" / "table1.md").read_text(encoding="utf-8"))

@@ -3,121 +3,109 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 import typer
 
-from loladeft.cli._common import fail
+from loladeft.cli._common import ConfigFile, PrintConfig, fail, load, option, split
+from loladeft.config import QUICK_ROUNDS, Config, Experiment, SnrConvention
 
-_EXPERIMENTS = ("fig5", "fig6", "fig8", "all")
+#: The tables ``simulate`` reads (``""`` is the top level), for ``--print-config``.
+TABLES = ("", "scenario", "sweeps")
+ALL: tuple[str, ...] = get_args(Experiment)
+ExperimentOrAll = Literal[(*ALL, "all")]  # type: ignore[valid-type]
 
 
 def simulate(
     experiment: Annotated[
-        str | None,
-        typer.Option(
+        ExperimentOrAll | None,
+        option(
+            "experiments",
             "--experiment",
             "-e",
-            help="fig5 (latency vs transmit SNR), fig6 (vs uplink bandwidth), "
-            "fig8 (vs number of devices), or all (default: all, or the "
-            "config file's list).",
-            show_default=False,
+            help="fig5 (latency vs transmit SNR), fig6 (vs uplink bandwidth), fig8 (vs number "
+            "of devices), or all.",
         ),
     ] = None,
     rounds: Annotated[
         int | None,
-        typer.Option(
-            help="Monte-Carlo rounds per point (default: 1000, --quick: 100).", show_default=False
-        ),
+        option("rounds", help=f"Monte-Carlo rounds per point (--quick: {QUICK_ROUNDS})."),
     ] = None,
-    devices: Annotated[
-        int | None,
-        typer.Option(
-            "--devices",
-            "-K",
-            help="Number of devices K at the default point (default: 20).",
-            show_default=False,
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Master seed (default: 2024).", show_default=False)
-    ] = None,
+    devices: Annotated[int | None, option("scenario.num_devices", "--devices", "-K")] = None,
+    seed: Annotated[int | None, option("seed")] = None,
     out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Output folder for CSV, PNG/PDF and manifest.json (default: results).",
-            show_default=False,
-        ),
+        Path | None, option("out", help="Output folder for CSV, PNG/PDF and manifest.json.")
     ] = None,
     quick: Annotated[
-        bool, typer.Option("--quick", help="100 rounds per point (unless --rounds is given).")
-    ] = False,
-    config: Annotated[
-        Path | None,
+        bool,
         typer.Option(
-            "--config",
-            "-c",
-            help="TOML file with any setting (see configs/paper.toml); flags override it.",
-            show_default=False,
+            "--quick", help=f"{QUICK_ROUNDS} rounds per point (unless --rounds is given)."
         ),
-    ] = None,
+    ] = False,
+    config: ConfigFile = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Worker processes across points (default: 2).", show_default=False),
+        option("workers", help="Worker processes across points (at most one per point)."),
     ] = None,
     schemes: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated schemes (default: comm-aware,comp-aware,random,"
-            "ba,jbba-dual,jbba).",
-            show_default=False,
-        ),
+        str | None, option("schemes", help="Comma-separated schemes to compare.")
+    ] = None,
+    profile: Annotated[str | None, option("scenario.profile")] = None,
+    snr_db: Annotated[float | None, option("scenario.snr_db")] = None,
+    snr_convention: Annotated[SnrConvention | None, option("scenario.snr_convention")] = None,
+    bandwidth_mhz: Annotated[float | None, option("scenario.bandwidth_mhz")] = None,
+    local_iterations: Annotated[
+        int | None, option("scenario.local_iterations", "--local-iterations", "-M")
     ] = None,
     no_plots: Annotated[
         bool, typer.Option("--no-plots", help="Write only CSV and manifest.")
     ] = False,
+    print_config: PrintConfig = False,
 ) -> None:
     """Average round latency of every scheme over thousands of simulated rounds.
 
-    Writes <name>.csv, <name>.png, <name>.pdf per experiment and manifest.json into --out,
-    and prints each scheme's latency relative to comm-aware beside the paper's figures.
+    Writes <name>.csv, <name>.png, <name>.pdf per experiment and manifest.json into --out
+    (all at once, when the sweep is done), and prints each scheme's latency relative to
+    comm-aware beside the paper's figures.
     """
-    from loladeft.exceptions import LoladeftError
-    from loladeft.experiments.config import QUICK_ROUNDS, load_config
+    if quick and rounds is None:
+        rounds = QUICK_ROUNDS
+    whole = None if experiment is None else ALL if experiment == "all" else [experiment]
+    cfg = load(
+        config,
+        {
+            "experiments": whole,
+            "rounds": rounds,
+            "scenario.num_devices": devices,
+            "seed": seed,
+            "out": None if out is None else str(out),
+            "workers": workers,
+            "schemes": split(schemes),
+            "scenario.profile": profile,
+            "scenario.snr_db": snr_db,
+            "scenario.snr_convention": snr_convention,
+            "scenario.bandwidth_mhz": bandwidth_mhz,
+            "scenario.local_iterations": local_iterations,
+        },
+        command="simulate",
+        print_config=print_config,
+        tables=TABLES,
+    )
+    run(cfg, plots=not no_plots)
 
-    if experiment is not None and experiment not in _EXPERIMENTS:
-        fail(f"--experiment: unknown {experiment!r}; choose one of {', '.join(_EXPERIMENTS)}")
-    try:
-        cfg = load_config(config)
-        if quick and rounds is None:
-            rounds = QUICK_ROUNDS
-        cfg = cfg.with_overrides(
-            rounds=rounds,
-            seed=seed,
-            out=None if out is None else str(out),
-            workers=workers,
-            num_devices=devices,
-            experiments=(
-                None
-                if experiment is None
-                else ("fig5", "fig6", "fig8")
-                if experiment == "all"
-                else (experiment,)
-            ),
-            schemes=None
-            if schemes is None
-            else tuple(s.strip() for s in schemes.split(",") if s.strip()),
-        )
-    except LoladeftError as exc:
-        fail(str(exc))
 
+def run(cfg: Config, *, plots: bool = True) -> None:
+    """Run the sweep of ``cfg`` and print its summary (one-line errors)."""
     from rich.console import Console
 
+    from loladeft.exceptions import LoladeftError
     from loladeft.experiments.simulate import print_summary, run_simulation
 
     console = Console(stderr=False)
     try:
-        report = run_simulation(cfg, plots=not no_plots, console=console)
-    except (LoladeftError, OSError) as exc:
+        report = run_simulation(cfg, plots=plots, console=console)
+    except LoladeftError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"out: cannot write {cfg.out}: {exc.strerror or exc}")
     print_summary(report, console)

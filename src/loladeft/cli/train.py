@@ -1,110 +1,157 @@
 """``loladeft train``: fine-tune a model on a GLUE task with multi-device DEFT (Algorithm 1)
-on the simulated edge clock, or the centralized PEFT baseline (``--scheme centralized``)."""
+on the simulated edge clock, or the centralized PEFT baseline (``--scheme centralized``).
+
+The options of one training run are defined here once and shared by ``loladeft flower`` and
+``loladeft reproduce``; each sets one key of :mod:`loladeft.config`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from loladeft.cli._common import fail
+from loladeft.cli._common import ConfigFile, PrintConfig, fail, load, option, split
+from loladeft.config import Config, Precision, TrainScheme
 from loladeft.exceptions import LoladeftError
+from loladeft.training.data import TASKS
+
+#: The tables a training run reads, for ``--print-config``.
+TABLES = ("scenario", "lora", "train")
+
+TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
+Task = Annotated[TaskName | None, option("train.task", case_sensitive=False)]
+Scheme = Annotated[TrainScheme | None, option("train.scheme")]
+Devices = Annotated[int | None, option("scenario.num_devices", "--devices", "-K")]
+Rounds = Annotated[int | None, option("train.rounds")]
+DataDir = Annotated[
+    Path | None,
+    option(
+        "train.data_dir",
+        help="GLUE TSV folder (e.g. ../shared/data/glue); "
+        "omit to download glue/<task> with Hugging Face datasets.",
+    ),
+]
+Model = Annotated[str | None, option("train.model")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")]
+Batch = Annotated[int | None, option("train.batch")]
+LocalIterations = Annotated[
+    int | None, option("scenario.local_iterations", "--local-iterations", "-M")
+]
+Lr = Annotated[float | None, option("train.lr")]
+EvalEvery = Annotated[int | None, option("train.eval_every")]
+Seed = Annotated[int | None, option("train.seed")]
+Profile = Annotated[str | None, option("scenario.profile")]
+Precision_ = Annotated[Precision | None, option("train.precision")]
+Threads = Annotated[int | None, typer.Option(help="torch CPU threads.", min=1)]
 
 
-def _split(text: str | None) -> tuple[str, ...]:
-    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
+def run_overrides(**flags: Any) -> dict[str, Any]:
+    """Configuration overrides from the shared run options (by parameter name)."""
+    keys = {
+        "task": "train.task",
+        "scheme": "train.scheme",
+        "devices": "scenario.num_devices",
+        "nodes": "scenario.num_devices",
+        "rounds": "train.rounds",
+        "data_dir": "train.data_dir",
+        "model": "train.model",
+        "batch": "train.batch",
+        "local_iterations": "scenario.local_iterations",
+        "lr": "train.lr",
+        "eval_every": "train.eval_every",
+        "seed": "train.seed",
+        "profile": "scenario.profile",
+        "precision": "train.precision",
+    }
+    out = {keys[k]: v for k, v in flags.items()}
+    if out.get("train.data_dir") is not None:
+        out["train.data_dir"] = str(out["train.data_dir"])
+    return out
+
+
+def need_task(cfg: Config) -> None:
+    """A training run needs a task: from ``--task`` or ``[train] task``."""
+    if cfg.train.task is None:
+        fail("train.task: give --task or set task in the [train] table of --config")
 
 
 def train(
-    task: Annotated[
-        str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, rte, qnli, qqp, mnli.")
-    ],
-    scheme: Annotated[
-        str,
-        typer.Option(
-            help="Scheduling scheme (jbba, ba, comm-aware... see "
-            "'loladeft solve --help') or 'centralized'."
-        ),
-    ] = "jbba",
-    devices: Annotated[int, typer.Option(help="K devices holding i.i.d. shards.")] = 20,
-    rounds: Annotated[int, typer.Option(help="Communication rounds N (= optimizer steps).")] = 100,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="GLUE TSV folder (e.g. ../shared/data/glue); omit to download glue/<task> with "
-            "Hugging Face datasets."
-        ),
-    ] = None,
-    model: Annotated[
-        str, typer.Option(help="'minilm' (offline), a HF folder or hub id.")
-    ] = "minilm",
+    task: Task = None,
+    scheme: Scheme = None,
+    devices: Devices = None,
+    rounds: Rounds = None,
+    data_dir: DataDir = None,
+    model: Model = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/train"),
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
-    batch: Annotated[int, typer.Option(help="Per-device batch of one local iteration.")] = 32,
-    local_iterations: Annotated[
-        int, typer.Option("--local-iterations", "-M", help="M local iterations per round.")
-    ] = 1,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate (peak).")] = 5e-4,
-    eval_every: Annotated[int, typer.Option(help="Evaluate every this many rounds.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed of everything random.")] = 0,
-    shared: Annotated[
+    resume: Resume = False,
+    batch: Batch = None,
+    local_iterations: LocalIterations = None,
+    lr: Lr = None,
+    eval_every: EvalEvery = None,
+    seed: Seed = None,
+    shared_schemes: Annotated[
         str | None,
-        typer.Option(
+        option(
+            "train.shared_schemes",
             help="Shared-trajectory mode: comma-separated schemes whose clocks replay this one "
-            "training run (data routed by --scheme)."
+            "training run (data routed by --scheme).",
         ),
     ] = None,
-    profile: Annotated[
+    profile: Profile = None,
+    lora_r: Annotated[int | None, option("lora.r", "--lora-r")] = None,
+    lora_targets: Annotated[
         str | None,
-        typer.Option(
-            help="Profile for d(l), b(l) (builtin name or JSON); default: the model's builtin."
-        ),
+        option("lora.targets", "--lora-targets", help="Comma-separated LoRA target modules."),
     ] = None,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
-    lora_targets: Annotated[str, typer.Option(help="LoRA target modules.")] = "query,value",
-    max_length: Annotated[int, typer.Option(help="Token limit per example.")] = 128,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="auto (bf16 where the CPU has native bf16), fp32 or bf16 (CPU autocast)."
-        ),
-    ] = "auto",
-    snr_db: Annotated[float, typer.Option(help="Transmit SNR in dB.")] = 10.0,
-    bandwidth_mhz: Annotated[float, typer.Option(help="Uplink bandwidth B in MHz.")] = 100.0,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    max_length: Annotated[int | None, option("train.max_length")] = None,
+    checkpoint_every: Annotated[int | None, option("train.checkpoint_every")] = None,
+    max_eval_samples: Annotated[int | None, option("train.max_eval_samples")] = None,
+    precision: Precision_ = None,
+    snr_db: Annotated[float | None, option("scenario.snr_db")] = None,
+    bandwidth_mhz: Annotated[float | None, option("scenario.bandwidth_mhz")] = None,
+    threads: Threads = None,
+    config: ConfigFile = None,
+    print_config: PrintConfig = False,
 ) -> None:
-    """Fine-tune with DEFT on the simulated edge clock; writes metrics.csv, manifest.json,
-    checkpoint.pt, adapter/ and metric_vs_time.png into --out."""
-    from loladeft.config import load_config
+    """Fine-tune with DEFT on the simulated edge clock.
 
-    try:
-        cfg = load_config(
-            None,
-            {
-                "train.task": task,
-                "train.scheme": scheme,
-                "train.rounds": rounds,
-                "scenario.num_devices": devices,
-                "train.batch": batch,
-                "scenario.local_iterations": local_iterations,
-                "train.lr": lr,
-                "lora.r": lora_r,
-                "lora.targets": _split(lora_targets),
-                "train.max_length": max_length,
-                "train.model": model,
-                "scenario.profile": profile,
-                "train.data_dir": None if data_dir is None else str(data_dir),
-                "train.eval_every": eval_every,
-                "train.seed": seed,
-                "scenario.snr_db": snr_db,
-                "scenario.bandwidth_mhz": bandwidth_mhz,
-                "train.shared_schemes": _split(shared),
-                "train.precision": precision,
-            },
-        )
-    except LoladeftError as exc:
-        fail(str(exc))
+    Writes metrics.csv, manifest.json, the checkpoint, adapter/ and metric_vs_time.png into
+    --out.
+    """
+    cfg = load(
+        config,
+        {
+            **run_overrides(
+                task=task,
+                scheme=scheme,
+                devices=devices,
+                rounds=rounds,
+                data_dir=data_dir,
+                model=model,
+                batch=batch,
+                local_iterations=local_iterations,
+                lr=lr,
+                eval_every=eval_every,
+                seed=seed,
+                profile=profile,
+                precision=precision,
+            ),
+            "train.shared_schemes": split(shared_schemes),
+            "lora.r": lora_r,
+            "lora.targets": split(lora_targets),
+            "train.max_length": max_length,
+            "train.checkpoint_every": checkpoint_every,
+            "train.max_eval_samples": max_eval_samples,
+            "scenario.snr_db": snr_db,
+            "scenario.bandwidth_mhz": bandwidth_mhz,
+        },
+        command="train",
+        print_config=print_config,
+        tables=TABLES,
+    )
+    need_task(cfg)
     run_with_progress(cfg, out, resume=resume, threads=threads)
 
 
@@ -134,12 +181,10 @@ def run_with_progress(
         from loladeft.training.run import check_out_dir
         from loladeft.training.run import train as run_train
 
-        check_out_dir(out, resume)  # before the slow imports
+        check_out_dir(out, resume, cfg)  # before the slow imports
         if threads is not None:
             import torch
 
-            if threads < 1:
-                fail(f"threads: must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         # the bar starts with the first round, so that bad input found while loading the
         # data and the model prints only its one error line
@@ -179,6 +224,7 @@ def run_with_progress(
     except LoladeftError as exc:
         fail(str(exc))
     console.print(
-        f"wrote {out}/metrics.csv, manifest.json, checkpoint.pt, adapter/, metric_vs_time.png"
+        f"wrote {out}/metrics.csv, manifest.json, checkpoint.json + .safetensors, adapter/, "
+        "metric_vs_time.png"
     )
     return trainer

@@ -1,8 +1,11 @@
-"""Plots of the latency sweeps (matplotlib, Agg backend, imported lazily)."""
+"""Every figure's plotting: one matplotlib setup (Agg back end, imported lazily), one way to
+save, and the latency-sweep figures (Figs. 5, 6, 8)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +28,35 @@ STYLE: dict[str, dict[str, str]] = {
 }
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg back end (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(
+    fig: Any,
+    path: str | Path,
+    exts: Sequence[str] = ("png", "pdf"),
+    *,
+    dpi: int = 150,
+    tight: bool = False,
+) -> list[Path]:
+    """Save ``fig`` as ``path`` with each suffix of ``exts`` (folder created), close it, and
+    return the written paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(f".{ext}") for ext in exts]
+    for p in out:
+        fig.savefig(p, dpi=dpi, bbox_inches="tight" if tight else None)
+    pyplot().close(fig)
+    return out
+
+
 def plot_experiment(
     experiment: Experiment, points: list[PointResult], out_dir: Path, subtitle: str = ""
 ) -> list[Path]:
@@ -35,11 +67,7 @@ def plot_experiment(
     whose lower bound ``mean - CI`` is not positive (heavy-tailed latencies of the
     channel-blind baselines) is drawn from the mean up only, and the legend says so.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     xs = np.array([p.x for p in points])
     stats = [p.stats() for p in points]
     means = np.array([[st.mean_latency_s for st in row] for row in stats])  # (points, S)
@@ -75,10 +103,4 @@ def plot_experiment(
     ax.grid(True, which="both", alpha=0.3)
     title = "mean ± 95% CI" + (" (lower bound ≤ 0 not drawn)" if clipped else "")
     ax.legend(fontsize=8, title=title, title_fontsize=8)
-    paths = []
-    for ext in ("png", "pdf"):
-        path = out_dir / f"{experiment.name}.{ext}"
-        fig.savefig(path, dpi=150)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save(fig, Path(out_dir) / experiment.name)

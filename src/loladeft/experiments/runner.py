@@ -220,12 +220,25 @@ def _run_task(task: PointTask) -> PointResult:
     return task.run()
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which terminates them (no traceback per worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def pool_size(workers: int, points: int) -> int:
+    """Processes to start: ``workers``, but never more than there are points."""
+    return max(1, min(workers, points))
+
+
 @dataclass
 class SweepResults:
     """Results of every point, grouped by experiment in x order."""
 
     points: dict[str, list[PointResult]] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    workers: int = 1
 
 
 def run_tasks(
@@ -233,28 +246,37 @@ def run_tasks(
     workers: int = 2,
     on_done: Callable[[PointResult], None] | None = None,
 ) -> SweepResults:
-    """Run the tasks, across ``workers`` processes when > 1, and collect the results."""
+    """Run the tasks, across :func:`pool_size` processes when more than one, and collect the
+    results.
+
+    On ``KeyboardInterrupt`` (Ctrl-C) the worker processes, which ignore SIGINT, are
+    terminated at once and the interrupt propagates: no point is waited for.
+    """
     start = time.perf_counter()
     results: list[PointResult] = []
-    if workers <= 1 or len(tasks) <= 1:
+    procs = pool_size(workers, len(tasks))
+    if procs <= 1:
         for task in tasks:
             res = task.run()
             results.append(res)
             if on_done:
                 on_done(res)
     else:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        import multiprocessing
 
         # Heaviest points first (more devices, then more rounds) for a better balance.
         order = sorted(tasks, key=lambda t: -t.scenario.num_devices * t.rounds)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_run_task, t) for t in order]
-            for fut in as_completed(futures):
-                res = fut.result()
+        pool = multiprocessing.get_context().Pool(procs, initializer=_ignore_sigint)
+        try:
+            for res in pool.imap_unordered(_run_task, order):
                 results.append(res)
                 if on_done:
                     on_done(res)
-    out = SweepResults()
+            pool.close()
+        finally:
+            pool.terminate()  # at once on an interrupt or error; a no-op wait otherwise
+            pool.join()
+    out = SweepResults(workers=procs)
     for res in sorted(results, key=lambda r: (r.experiment, r.index)):
         out.points.setdefault(res.experiment, []).append(res)
     out.wall_seconds = time.perf_counter() - start

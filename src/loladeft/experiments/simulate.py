@@ -8,50 +8,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loladeft.experiments.config import SimulationConfig
-from loladeft.experiments.output import (
-    git_revision,
-    package_versions,
-    write_csv,
-    write_manifest,
-)
+from loladeft.config import PAPER_PROFILE, Config
+from loladeft.experiments.output import write_csv
 from loladeft.experiments.runner import PointResult, PointTask, SweepResults, run_tasks
 from loladeft.experiments.sweeps import EXPERIMENTS, PAPER_RATIOS, Experiment
-from loladeft.system.scenario import BlockCosts, ProfileLike, Scenario, load_block_costs
+from loladeft.results import StagedOutput, write_manifest
+from loladeft.system.scenario import BlockCosts, ProfileLike, Scenario
+
+#: The ``tool`` entry of the manifest (and the owner of the files of an output folder).
+TOOL = "loladeft simulate"
+#: Every file a sweep may write besides ``manifest.json``.
+OUTPUT_FILES = tuple(f"{name}.{ext}" for name in EXPERIMENTS for ext in ("csv", "png", "pdf"))
 
 
-def base_scenario(
-    cfg: SimulationConfig, profile: ProfileLike | BlockCosts | None = None
-) -> Scenario:
-    """The default point of every sweep, from the config (and a profile object if given)."""
-    sc = cfg.scenario
+def load_block_costs(profile: str | ProfileLike | BlockCosts) -> BlockCosts:
+    """Block costs of a profile given by builtin name, file path or profile object."""
     if isinstance(profile, BlockCosts):
-        costs = profile
-    else:
-        costs = load_block_costs(sc.profile if profile is None else profile)
-    return Scenario(
-        costs=costs,
-        num_devices=sc.num_devices,
-        snr_db=sc.snr_db,
-        bandwidth_hz=sc.bandwidth_mhz * 1e6,
-        path_loss=sc.path_loss,
-        snr_convention=sc.snr_convention,
-        local_iterations=sc.local_iterations,
-        compute_factor=sc.compute_factor,
-        memory_gb=sc.memory_gb,
-        reference=sc.reference_device,
-        fixed_compute=sc.fixed_compute,
-    )
+        return profile
+    if isinstance(profile, str):
+        from loladeft.profiling.profile import load_profile
+
+        profile = load_profile(profile)
+    return BlockCosts.from_profile(profile)
 
 
-def build_tasks(cfg: SimulationConfig, base: Scenario) -> list[PointTask]:
+def base_scenario(cfg: Config, profile: ProfileLike | BlockCosts | None = None) -> Scenario:
+    """The default point of every sweep, from ``cfg.scenario`` (profile: a given object, else
+    ``scenario.profile``, else :data:`~loladeft.config.PAPER_PROFILE`)."""
+    sc = cfg.scenario
+    costs = load_block_costs(profile if profile is not None else sc.profile or PAPER_PROFILE)
+    return sc.scenario(costs)
+
+
+def build_tasks(cfg: Config, base: Scenario) -> list[PointTask]:
     """One task per (experiment, x); every point's scenario is validated here, up front."""
     from loladeft.system.scenario import InvalidScenarioError
 
     tasks = []
     for name in cfg.experiments:
         exp = EXPERIMENTS[name]
-        for i, x in enumerate(cfg.sweeps[name]):
+        for i, x in enumerate(getattr(cfg.sweeps, name)):
             try:
                 scenario = exp.apply(base, x)
             except InvalidScenarioError as exc:
@@ -78,7 +74,7 @@ class SummaryRow:
     paper: list[dict[str, Any]] = field(default_factory=list)
 
 
-def summarize(cfg: SimulationConfig, base: Scenario, sweeps: SweepResults) -> list[SummaryRow]:
+def summarize(cfg: Config, base: Scenario, sweeps: SweepResults) -> list[SummaryRow]:
     """Rows at each experiment's default point (and the paper's quoted point, if other)."""
     rows: list[SummaryRow] = []
     for name, points in sweeps.points.items():
@@ -134,7 +130,7 @@ def solver_timing(sweeps: SweepResults) -> dict[str, dict[str, float]]:
 class SimulationReport:
     """What :func:`run_simulation` produced."""
 
-    config: SimulationConfig
+    config: Config
     scenario: Scenario
     sweeps: SweepResults
     summary: list[SummaryRow]
@@ -144,7 +140,7 @@ class SimulationReport:
 
 
 def run_simulation(
-    cfg: SimulationConfig,
+    cfg: Config,
     *,
     profile: ProfileLike | BlockCosts | None = None,
     plots: bool = True,
@@ -153,10 +149,14 @@ def run_simulation(
 ) -> SimulationReport:
     """Run every configured experiment, write its files into ``cfg.out``, return a report.
 
+    The files are written into a fresh sibling folder that replaces ``cfg.out`` at the end
+    (:class:`~loladeft.results.StagedOutput`): an interrupted or failed sweep leaves
+    ``cfg.out`` as it was, and a folder holding another run's files is refused up front.
+
     Parameters
     ----------
     cfg
-        A validated :class:`~loladeft.experiments.config.SimulationConfig`.
+        The configuration (its top level, ``[scenario]`` and ``[sweeps]``).
     profile
         A profile object (or :class:`BlockCosts`) to use instead of ``cfg.scenario.profile``.
     plots
@@ -166,74 +166,74 @@ def run_simulation(
 
     Raises
     ------
-    InvalidScenarioError, ConfigError
-        Invalid parameters (checked before any simulation starts).
+    InvalidScenarioError, OutputFolderError
+        Invalid parameters or an unusable ``cfg.out`` (checked before any simulation starts).
     """
     start = time.perf_counter()
     base = base_scenario(cfg, profile)
     tasks = build_tasks(cfg, base)
     out_dir = Path(cfg.out)
+    staged = StagedOutput(out_dir, TOOL, OUTPUT_FILES)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        from loladeft.experiments.config import ConfigError
-
-        raise ConfigError(f"out: cannot create {out_dir}: {exc.strerror}") from None
-
-    if progress:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
+        sweeps = _sweep(cfg, tasks, progress, console)
+        names: list[str] = []
+        subtitle = (
+            f"{base.costs.model}, {cfg.rounds} rounds/point, "
+            f"{base.snr_convention} SNR, M = {base.local_iterations}"
         )
+        for name, points in sweeps.points.items():
+            exp = EXPERIMENTS[name]
+            write_csv(staged.path / f"{name}.csv", exp, points)
+            names.append(f"{name}.csv")
+            if plots:
+                from loladeft.experiments.plotting import plot_experiment
 
-        bar = Progress(
-            TextColumn("[bold]simulate[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("points"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
+                names += [p.name for p in plot_experiment(exp, points, staged.path, subtitle)]
+        summary = summarize(cfg, base, sweeps)
+        timing = solver_timing(sweeps)
+        wall = time.perf_counter() - start
+        names.append("manifest.json")
+        write_manifest(
+            staged.path / "manifest.json",
+            _manifest(cfg, base, sweeps, summary, timing, names, wall),
+            packages=("matplotlib", "rich", "typer"),
         )
-        with bar:
-            job = bar.add_task(
-                f"{len(tasks)} points x {cfg.rounds} rounds x {len(cfg.schemes)} schemes",
-                total=len(tasks),
-            )
-
-            def done(res: PointResult) -> None:
-                bar.advance(job)
-
-            sweeps = run_tasks(tasks, cfg.workers, done)
-    else:
-        sweeps = run_tasks(tasks, cfg.workers)
-
-    files: list[Path] = []
-    subtitle = (
-        f"{base.costs.model}, {cfg.rounds} rounds/point, "
-        f"{base.snr_convention} SNR, M = {base.local_iterations}"
-    )
-    for name, points in sweeps.points.items():
-        exp = EXPERIMENTS[name]
-        csv_path = out_dir / f"{name}.csv"
-        write_csv(csv_path, exp, points)
-        files.append(csv_path)
-        if plots:
-            from loladeft.experiments.plotting import plot_experiment
-
-            files.extend(plot_experiment(exp, points, out_dir, subtitle))
-    summary = summarize(cfg, base, sweeps)
-    timing = solver_timing(sweeps)
-    wall = time.perf_counter() - start
-    manifest_path = out_dir / "manifest.json"
-    files.append(manifest_path)
-    write_manifest(manifest_path, _manifest(cfg, base, sweeps, summary, timing, files, wall))
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit()
+    files = [out_dir / n for n in names]
     return SimulationReport(cfg, base, sweeps, summary, timing, files, wall)
+
+
+def _sweep(cfg: Config, tasks: list[PointTask], progress: bool, console: Any) -> SweepResults:
+    if not progress:
+        return run_tasks(tasks, cfg.workers)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]simulate[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("points"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    with bar:
+        job = bar.add_task(
+            f"{len(tasks)} points x {cfg.rounds} rounds x {len(cfg.schemes)} schemes",
+            total=len(tasks),
+        )
+        return run_tasks(tasks, cfg.workers, lambda _res: bar.advance(job))
 
 
 def _point_record(exp: Experiment, p: PointResult) -> dict[str, Any]:
@@ -257,19 +257,27 @@ def _point_record(exp: Experiment, p: PointResult) -> dict[str, Any]:
     }
 
 
+def sweep_config(cfg: Config) -> dict[str, Any]:
+    """What determines a sweep: the top level, ``[scenario]`` and ``[sweeps]`` (JSON-ready;
+    the profile is the one used)."""
+    data = cfg.model_dump(mode="json", exclude={"lora", "train", "runtime"})
+    data["scenario"]["profile"] = cfg.scenario.profile or PAPER_PROFILE
+    return data
+
+
 def _manifest(
-    cfg: SimulationConfig,
+    cfg: Config,
     base: Scenario,
     sweeps: SweepResults,
     summary: list[SummaryRow],
     timing: dict[str, dict[str, float]],
-    files: list[Path],
+    files: list[str],
     wall: float,
 ) -> dict[str, Any]:
     return {
-        "tool": "loladeft simulate",
+        "tool": TOOL,
         "seed": cfg.seed,
-        "config": cfg.to_dict(),
+        "config": sweep_config(cfg),
         "scenario": base.describe(),
         "seeding": "point i of experiment e: SeedSequence(seed, spawn_key=(e.key, i)); "
         "keys fig5=5, fig6=6, fig8=8",
@@ -282,11 +290,9 @@ def _manifest(
         },
         "summary": [vars(r) | {"x": r.x} for r in summary],
         "solver_timing": timing,
-        "versions": package_versions(),
-        "git": git_revision(),
         "wall_seconds": {"total": wall, "sweeps": sweeps.wall_seconds},
-        "workers": cfg.workers,
-        "files": [f.name for f in files],
+        "workers": sweeps.workers,
+        "files": files,
     }
 
 
@@ -360,5 +366,5 @@ def print_summary(report: SimulationReport, console: Any = None) -> None:
     console.print(
         f"Wrote {len(report.files)} files to {report.config.out}/ in "
         f"{report.wall_seconds:.1f} s (sweeps {report.sweeps.wall_seconds:.1f} s, "
-        f"{report.config.workers} workers)."
+        f"{report.sweeps.workers} workers)."
     )

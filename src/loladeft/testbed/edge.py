@@ -266,14 +266,24 @@ class Testbed:
             link.namespace, link.device_if, shaping.wire_rate(uplink_bps)
         )
 
-    def set_rates(self, uplink_bps: Sequence[float]) -> list[float]:
-        """Shape every device's uplink (e.g. from eq. (4) before a round); returns the wire
-        rates in force."""
+    def set_rates(self, uplink_bps: Sequence[float | None]) -> list[float | None]:
+        """Shape every device's uplink (e.g. ``scale * B_k * r_k`` of eq. (4) before a round);
+        ``None`` leaves a device's rate as it is (e.g. a device with no block, ``B_k = 0``).
+
+        Every rate is checked before any is changed. Returns the wire rates in force.
+        """
         if len(uplink_bps) != len(self.devices):
             raise ValueError(f"uplink_bps: need {len(self.devices)} rates, got {len(uplink_bps)}")
-        for rate in uplink_bps:  # validate all before changing any
-            shaping.tbf_parameters(shaping.wire_rate(rate))
-        return [self.set_rate(k, rate) for k, rate in enumerate(uplink_bps)]
+        for k, rate in enumerate(uplink_bps):
+            if rate is not None:
+                try:
+                    shaping.tbf_parameters(shaping.wire_rate(rate))
+                except ValueError as exc:
+                    raise ValueError(f"uplink_bps[{k}]: {exc}") from None
+        return [
+            self.wire_rate(k) if rate is None else self.set_rate(k, rate)
+            for k, rate in enumerate(uplink_bps)
+        ]
 
     def wire_rate(self, k: int) -> float | None:
         """The tbf rate in force on device ``k``'s uplink, frame bit/s (read from ``tc``)."""

@@ -5,10 +5,9 @@ Depth convention (the paper's, and :class:`loladeft.system.instance.Instance`'s 
 back-propagation), ``l = L`` the first. :func:`lora_parameters_by_depth` returns a list whose
 index ``i`` holds the LoRA parameters of depth ``l = i + 1``.
 
-The transformer layers are found with :func:`loladeft.profiling.profiler.find_blocks` (the
-longest homogeneous ``ModuleList``), the same function the profiler measures with, so the
-training engine and the profiler agree on what "block ``l``" is. These are plain functions on a
-PEFT model so that the profiler can reuse them too.
+The transformer layers are found with :func:`loladeft.models.find_blocks` (the longest
+homogeneous ``ModuleList``), the same function the profiler measures with, so the training
+engine and the profiler agree on what "block ``l``" is.
 
 *Truncated backward.* :func:`train_only` makes exactly one block's LoRA parameters (and the
 classification head) require a gradient. Autograd then records no graph below block ``l``:
@@ -35,17 +34,12 @@ def lora_parameters_by_depth(model: Any) -> list[list[Any]]:
 
     Raises
     ------
-    ValueError
+    loladeft.models.ModelError
         A block holds no LoRA parameter (LoRA not applied to every layer).
     """
-    from loladeft.profiling.profiler import find_blocks
+    from loladeft.models import lora_blocks
 
-    blocks = find_blocks(model)
-    groups = [[p for n, p in b.named_parameters() if "lora_" in n] for b in reversed(blocks)]
-    for i, g in enumerate(groups):
-        if not g:
-            raise ValueError(f"lora: block at depth {i + 1} has no LoRA parameters")
-    return groups
+    return lora_blocks(model)[::-1]
 
 
 def head_parameters(model: Any) -> list[Any]:

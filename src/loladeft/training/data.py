@@ -335,7 +335,14 @@ def _parse_label(task: TaskSpec, raw: str, path: Path, line: int) -> Any:
         ) from None
     if not task.is_regression and not 0 <= value < task.num_labels:
         raise DataError(f"data: {path} line {line}: label {value} out of range")
+    if task.is_regression and not abs(value) <= MAX_REGRESSION_LABEL:  # also nan, inf
+        raise DataError(f"data: {path} line {line}: label {raw!r} {_NOT_FINITE}")
     return value
+
+
+#: Largest regression label: its squared error must stay finite in float32 (max 3.4e38).
+MAX_REGRESSION_LABEL = 1e18
+_NOT_FINITE = f"is not a finite number of magnitude <= {MAX_REGRESSION_LABEL:g}"
 
 
 def load_task(task: str | TaskSpec, data_dir: str | Path | None = None) -> TaskData:
@@ -392,10 +399,14 @@ def _load_hf(spec: TaskSpec) -> TaskData:  # pragma: no cover - needs the networ
     def split(name: str) -> Split:
         part = ds[name]
         dtype = np.float64 if spec.is_regression else np.int64
+        labels = np.asarray(part["label"], dtype=dtype)
+        if spec.is_regression and not np.all(np.abs(labels) <= MAX_REGRESSION_LABEL):
+            row = int(np.argmin(np.abs(labels) <= MAX_REGRESSION_LABEL))
+            raise DataError(f"data: hf:glue/{spec.name}/{name} row {row}: label {_NOT_FINITE}")
         return Split(
             list(part[fa]),
             None if fb is None else list(part[fb]),
-            np.asarray(part["label"], dtype=dtype),
+            labels,
             f"hf:glue/{spec.name}/{name}",
         )
 

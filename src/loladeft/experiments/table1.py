@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from loladeft.config import Config
+from loladeft.experiments.plotting import pyplot, save
 from loladeft.training.run import read_metrics
 
 #: The schemes of Table I, baseline first.
@@ -94,7 +95,8 @@ def run_table1(
     Parameters
     ----------
     base
-        Settings shared by every run (its ``task`` and ``scheme`` are replaced).
+        Settings shared by every run (its ``train.task``, ``train.scheme`` and
+        ``train.shared_schemes`` are replaced).
     tasks
         Task names.
     out
@@ -178,11 +180,7 @@ def plot_fig7(
     metric: str,
 ) -> None:
     """Fig. 7-style curves: dev metric against simulated time per scheme."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     styles = {
         "comm-aware": ("Comm-aware DEFT", "tab:gray", "--", "v"),
         "ba": ("BA for DEFT", "tab:blue", "-", "o"),
@@ -208,8 +206,7 @@ def plot_fig7(
     ax.set_title(f"{task.upper()} · mode: {mode}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save(fig, path, ("png",), dpi=130)
 
 
 def _f(x: float, digits: int = 2, unit: str = "") -> str:

@@ -5,7 +5,8 @@
   all LoRA parameters and gradients, Adam's moments) against a cooperative device that holds
   the deepest block, the shallowest block, or (the mean over depths) a block at random.
 
-matplotlib is imported when a function is called (Agg back end, no display needed).
+``loladeft reproduce fig4`` draws both from the paper model's builtin profile;
+``loladeft profile --plot`` from the profile it measured.
 """
 
 from __future__ import annotations
@@ -15,26 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from loladeft.experiments.plotting import pyplot, save
 from loladeft.profiling.profile import Profile
 
 _GIB = 2.0**30
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, path: Path) -> list[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for p in out:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    return out
+    return save(fig, path, tight=True)
 
 
 def _reference_seconds(profile: Profile) -> tuple[np.ndarray, str]:
@@ -51,7 +40,7 @@ def plot_fig4a(profile: Profile, path: str | Path) -> list[Path]:
 
     Returns the written files (``.png`` and ``.pdf``).
     """
-    plt = _pyplot()
+    plt = pyplot()
     depth = np.arange(1, profile.num_blocks + 1)
     secs, ref = _reference_seconds(profile)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -102,7 +91,7 @@ def single_device_bytes(profile: Profile) -> dict[str, float]:
 
 def plot_fig4b(profile: Profile, path: str | Path) -> list[Path]:
     """Per-device memory: single-device fine-tuning vs cooperative devices (Fig. 4(b))."""
-    plt = _pyplot()
+    plt = pyplot()
     single = single_device_bytes(profile)
     deep, shallow = profile.depths[-1], profile.depths[0]
     bars = {
