@@ -523,9 +523,7 @@ class FlowerTrainer(Trainer):
             nbytes = int(reply.content[protocol.GRADIENT].count_bytes())
             transfer = self.links.transfer_time(k, elapsed, compute if handle is None else handle)
             if self.edge is not None:
-                self.links.observe_transfer(
-                    k, nbytes, transfer, self.edge.goodput(k), shaped=True
-                )
+                self.links.observe_transfer(k, nbytes, transfer, self.edge.goodput(k), shaped=True)
             else:
                 self.links.observe_transfer(k, nbytes, transfer, self.cfg.scenario.bandwidth_hz)
             row.update(compute_s=compute, transfer_s=transfer, reply_bytes=nbytes, delivered=1)
