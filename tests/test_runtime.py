@@ -315,3 +315,26 @@ def test_resumed_flower_run_continues_every_devices_stream(tiny, tmp_path):
     resumed.step()
     assert _same(straight.weights(), resumed.weights())
     assert [s.consumed for s in resumed.streams] == [s.consumed for s in straight.streams]
+
+
+def test_only_flower_patches_uses_flower_internals():
+    """Every runtime module but ``flower_patches`` imports only Flower's public packages."""
+    import ast
+
+    import loladeft.runtime
+
+    public = {"flwr.app", "flwr.serverapp", "flwr.clientapp", "flwr.simulation"}
+    folder = Path(loladeft.runtime.__file__).parent
+    found: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            found.setdefault(path.stem, set()).update(n for n in names if n.split(".")[0] == "flwr")
+    private = {m: sorted(n - public) for m, n in found.items() if n - public}
+    assert set(private) == {"flower_patches"}, private
+    assert found["virtual"] == {"flwr.serverapp", "flwr.simulation"}
