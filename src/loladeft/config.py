@@ -316,6 +316,13 @@ class TestbedSettings(_Table):
         description="Memory a node needs before any block (process, libraries, model); "
         "0: measured from each node after it has loaded the model.",
     )
+    node_poll_s: Float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="Longest idle poll of a node's SuperNode, s: its polls cross the shaped "
+        "uplink, so frequent ones eat a slow link (LOLADEFT_NODE_POLL_S).",
+    )
     memory_margin_mb: Float = Field(
         96.0,
         ge=0,
@@ -402,6 +409,7 @@ COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
         "runtime.round_timeout": 90.0,
         "runtime.query_timeout": 20.0,
         "runtime.node_wait": 300.0,
+        "runtime.poll_interval": 0.05,
         "runtime.insecure": True,
     },
 }

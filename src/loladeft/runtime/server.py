@@ -515,6 +515,8 @@ class FlowerTrainer(Trainer):
             "transfer_s": math.nan,
             "elapsed_s": elapsed,
             "reply_bytes": 0,
+            "rate_term": float(instance.spectral_efficiency[k]),
+            "shaped_bps": self.edge.goodput(k) if self.edge is not None else math.nan,
             "delivered": 0,
         }
         if reply is not None:

@@ -276,6 +276,7 @@ def run_scheme(
     from loladeft.exceptions import FederationError
     from loladeft.runtime.deployment import run_config, write_app
     from loladeft.runtime.flwr_cli import write_run_config
+    from loladeft.runtime.supernode import POLL_ENV
     from loladeft.testbed import cgroups
 
     out = Path(out).resolve()
@@ -305,7 +306,12 @@ def run_scheme(
         tls=False,
         auth=False,
         warm=cfg.runtime.warm,
-        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", EDGE_ENV: str(edge_file)},
+        env={
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            EDGE_ENV: str(edge_file),
+            POLL_ENV: str(cfg.testbed.node_poll_s),
+        },
     )
     kills = [cgroups.oom_kills(d.cgroup) for d in testbed.devices]
     stopped: set[int] = set()

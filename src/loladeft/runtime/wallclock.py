@@ -67,6 +67,8 @@ DEVICE_COLUMNS = (
     "transfer_s",
     "elapsed_s",
     "reply_bytes",
+    "rate_term",
+    "shaped_bps",
     "delivered",
 )
 
