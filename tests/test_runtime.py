@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
