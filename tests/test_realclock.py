@@ -382,3 +382,18 @@ def test_testbed_command_refuses_bad_input_in_one_line(tmp_path, argv, words):
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("loladeft: ") and words in lines[0], lines
     assert not (tmp_path / "o").exists()
+
+
+def test_profile_file_round_trip_and_refusal(tmp_path):
+    from loladeft.profiling.selfprofile import DeviceProfile, load_profile, save_profile
+
+    prof = DeviceProfile((1.0, 2.0), (10.0, 20.0), 5.0, 3, (0.1, 0.2), 4.0, "cpu")
+    save_profile(prof, tmp_path / "p.json")
+    back = load_profile(tmp_path / "p.json")
+    assert (back.seconds, back.memory_bytes, back.repeats) == ((1.0, 2.0), (10.0, 20.0), 3)
+    assert back.available_bytes > back.resident_bytes == 4.0  # read anew, weights added
+    data = json.loads((tmp_path / "p.json").read_text())
+    data["seconds"] = [1.0, float("nan")]
+    (tmp_path / "q.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="not a valid self-profile"):
+        load_profile(tmp_path / "q.json")

@@ -37,7 +37,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ __all__ = [
     "cached_profile",
     "cgroup_free_bytes",
     "linear_fit",
+    "load_profile",
+    "save_profile",
     "self_profile",
 ]
 
@@ -281,6 +283,41 @@ def cached_profile(key: str, device: int, measure: Callable[[], DeviceProfile]) 
         hit = _CACHE[(key, device)] = measure()
         return hit
     return replace(hit, available_bytes=available_memory(hit.where) + hit.resident_bytes)
+
+
+def save_profile(profile: DeviceProfile, path: Path) -> None:
+    """Write a profile as JSON (atomically)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(asdict(profile)), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_profile(path: Path) -> DeviceProfile:
+    """Read a profile written by :func:`save_profile` (the available memory is read anew).
+
+    Raises
+    ------
+    ValueError
+        Not a valid profile.
+    """
+    import json
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    prof = DeviceProfile(
+        seconds=tuple(float(x) for x in data["seconds"]),
+        memory_bytes=tuple(float(x) for x in data["memory_bytes"]),
+        available_bytes=1.0,
+        repeats=int(data["repeats"]),
+        spread=tuple(float(x) for x in data.get("spread", ())),
+        resident_bytes=float(data.get("resident_bytes", 0.0)),
+        where=str(data.get("where", "cpu")),
+    )
+    if not is_valid(prof) or len(prof.seconds) != len(prof.memory_bytes):
+        raise ValueError(f"{path}: not a valid self-profile")
+    return replace(prof, available_bytes=available_memory(prof.where) + prof.resident_bytes)
 
 
 def is_valid(profile: DeviceProfile) -> bool:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from loladeft.exceptions import FieldError
@@ -109,6 +110,8 @@ def engine(cfg: Any) -> Any:
 #: Environment variable naming the ``cgroup.procs`` file this process joins before it computes
 #: (set by the testbed, :mod:`loladeft.runtime.testbed_federation`).
 CPU_GROUP_ENV = "LOLADEFT_TESTBED_CPU_GROUP"
+#: Environment variable naming a folder where self-profiles are kept between processes.
+PROFILE_CACHE_ENV = "LOLADEFT_PROFILE_CACHE"
 _joined: list[str] = []
 
 
@@ -164,17 +167,43 @@ def handle_query(message: Any, context: Any) -> Any:
 
 
 def self_profile(cfg: Any, k: int) -> Any:
-    """Device ``k``'s self-profile under the run settings ``cfg`` (measured once per
-    process, node and settings; the available memory is read anew)."""
-    from loladeft.profiling.selfprofile import cached_profile
+    """Device ``k``'s self-profile under the run settings ``cfg``: measured once per process,
+    node and settings (and, where :data:`PROFILE_CACHE_ENV` names a folder, once per machine:
+    the testbed shares its devices' profiles between the runs of its schemes); the available
+    memory is read anew."""
+    from loladeft.profiling.selfprofile import cached_profile, load_profile, save_profile
     from loladeft.profiling.selfprofile import self_profile as measure
 
-    trainer = engine(cfg)
-    return cached_profile(
-        protocol.encode_config(cfg),
-        k,
-        lambda: measure(trainer, k, repeats=cfg.scenario.profile_repeats),
-    )
+    key = protocol.encode_config(cfg)
+    folder = os.environ.get(PROFILE_CACHE_ENV)
+
+    def run() -> Any:
+        path = None
+        if folder:
+            import hashlib
+
+            tag = f"{key}|{k}|{os.environ.get(CPU_GROUP_ENV, '')}|{_cpu_quota()}"
+            path = Path(folder) / f"{hashlib.sha256(tag.encode()).hexdigest()[:24]}.json"
+            if path.exists():
+                return load_profile(path)
+        prof = measure(engine(cfg), k, repeats=cfg.scenario.profile_repeats)
+        if path is not None:
+            save_profile(prof, path)
+        return prof
+
+    engine(cfg)
+    return cached_profile(key, k, run)
+
+
+def _cpu_quota() -> str:
+    """This process's CPU quota as the cgroup states it ("" if unknown)."""
+    target = os.environ.get(CPU_GROUP_ENV)
+    if not target:
+        return ""
+    try:
+        return (Path(target).parent / "cpu.cfs_quota_us").read_text().strip()
+    except OSError:
+        return ""
 
 
 def handle_train(message: Any, context: Any) -> Any:

@@ -275,6 +275,7 @@ def run_scheme(
     """One DEFT run of ``cfg.train.scheme`` on the testbed, into ``out``."""
     from loladeft.exceptions import FederationError
     from loladeft.runtime.deployment import run_config, write_app
+    from loladeft.runtime.device import PROFILE_CACHE_ENV
     from loladeft.runtime.flwr_cli import write_run_config
     from loladeft.runtime.supernode import POLL_ENV
     from loladeft.testbed import cgroups
@@ -311,6 +312,7 @@ def run_scheme(
             "MKL_NUM_THREADS": "1",
             EDGE_ENV: str(edge_file),
             POLL_ENV: str(cfg.testbed.node_poll_s),
+            PROFILE_CACHE_ENV: str(out.parent / "profile-cache"),
         },
     )
     kills = [cgroups.oom_kills(d.cgroup) for d in testbed.devices]
