@@ -34,12 +34,21 @@ a taken device, or of a second device by the same node, is rejected and logged: 
 node keeps its slot, the claimant is unavailable that round.
 
 *Polling.* ``Grid.send_and_receive`` sleeps 3 s between pulls in flwr 1.42; the server pushes
-and pulls itself every ``poll_interval`` seconds instead (public ``Grid`` API only).
+and pulls itself every ``poll_interval`` seconds instead (public ``Grid`` API only), each
+``train`` reply by its own puller (:class:`Pullers`), so that one reply still uploading over a
+slow link does not hold back the others or their measured arrival.
+
+*Wall clock.* Every round records the scheduler's predicted latency next to the measured one
+and the runtime's overhead (:mod:`~loladeft.runtime.wallclock`); with
+``scenario.device_model = "measured"`` the instance is built from the nodes' self-profiles and
+the link estimates.
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -95,6 +104,65 @@ class Transport:
                 time.sleep(self.poll_interval)
         self.elapsed = [arrived.get(i, math.nan) for i in ids]
         return [replies.get(i) if i else None for i in ids]
+
+
+class Pullers:
+    """One thread per outstanding ``train`` message, each pulling only its own reply and
+    stamping the moment it arrives.
+
+    ``Grid.pull_messages`` fetches the listed replies' arrays one message after another,
+    retrying while a reply's arrays are still on their way: one reply still uploading over
+    a slow link would hold back every other reply of the same pull, and with them the
+    arrival times the wall clock measures. Pulling each reply on its own keeps them apart.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.arrivals: queue.Queue[tuple[str, Any, float]] = queue.Queue()
+        self._stop: dict[str, threading.Event] = {}
+
+    def watch(self, mid: str) -> None:
+        """Start pulling the reply to message ``mid``."""
+        stop = self._stop[mid] = threading.Event()
+        grid, interval = self.transport.grid, self.transport.poll_interval
+
+        def run() -> None:
+            while not stop.is_set():
+                try:
+                    got = list(grid.pull_messages([mid]))
+                except Exception:  # a failed pull is retried until the job's deadline
+                    got = []
+                if got:
+                    self.arrivals.put((mid, got[0], time.monotonic()))
+                    return
+                stop.wait(interval)
+
+        threading.Thread(target=run, name=f"pull-{mid[:8]}", daemon=True).start()
+
+    def drain(self, timeout: float) -> list[tuple[str, Any, float]]:
+        """Replies that arrived (waiting up to ``timeout`` s for the first):
+        ``(message id, reply, arrival)``."""
+        out = []
+        try:
+            out.append(self.arrivals.get(timeout=timeout))
+        except queue.Empty:
+            return out
+        while True:
+            try:
+                out.append(self.arrivals.get_nowait())
+            except queue.Empty:
+                return out
+
+    def cancel(self, mid: str) -> None:
+        """Stop pulling ``mid`` (its job has failed)."""
+        stop = self._stop.pop(mid, None)
+        if stop is not None:
+            stop.set()
+
+    def close(self) -> None:
+        """Stop every puller."""
+        for mid in list(self._stop):
+            self.cancel(mid)
 
 
 @dataclass
@@ -387,6 +455,7 @@ class FlowerTrainer(Trainer):
         if self.edge is not None:  # the emulated cell: this round's OFDMA split
             self._shape(bandwidth, set(assignment))
         record = self._record = RoundRecord(n, float(allocation.latency))
+        pullers = Pullers(self.transport)
         first_sent = math.nan
         last_accepted = math.nan
         weights = RecordDict()
@@ -416,6 +485,7 @@ class FlowerTrainer(Trainer):
                 fail(job, "errors", "message refused by the SuperLink")
                 return
             jobs[mid] = job
+            pullers.watch(mid)
 
         def fail(job: _Job, kind: str, why: str) -> None:
             nonlocal faults
@@ -442,11 +512,10 @@ class FlowerTrainer(Trainer):
                 continue
             dispatch(depth_index, k, 0.0, bandwidth[k])
         while jobs:
-            for reply in self.transport.pull(list(jobs)):
-                job = jobs.pop(reply.metadata.reply_to_message_id, None)
+            for mid, reply, arrived in pullers.drain(opts.poll_interval):
+                job = jobs.pop(mid, None)
                 if job is None:
                     continue
-                arrived = time.monotonic()
                 try:
                     updates[job.depth_index] = self._check_reply(reply, n, job)
                 except InvalidReply as exc:
@@ -461,9 +530,9 @@ class FlowerTrainer(Trainer):
                 )
             now = time.monotonic()
             for mid in [m for m, j in jobs.items() if now > j.wall_deadline]:
+                pullers.cancel(mid)
                 fail(jobs.pop(mid), "timeouts", f"no reply within {opts.round_timeout:g} s")
-            if jobs:
-                time.sleep(opts.poll_interval)
+        pullers.close()
         self.comm_seconds += time.perf_counter() - t0
         self.node_seconds += self._round_node_seconds
         record.measured_s = last_accepted - first_sent
