@@ -397,3 +397,39 @@ def test_profile_file_round_trip_and_refusal(tmp_path):
     (tmp_path / "q.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="not a valid self-profile"):
         load_profile(tmp_path / "q.json")
+
+
+def test_pullers_keep_a_slow_reply_from_holding_back_a_fast_one():
+    """Flower's pull fetches listed replies one after another and blocks on one whose arrays
+    are still uploading: each reply pulled on its own arrives when it lands."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from loladeft.runtime.server import Pullers
+
+    t0 = time.monotonic()
+    lock = threading.Lock()
+
+    class Grid:
+        def pull_messages(self, ids):
+            out = []
+            for mid in ids:
+                if mid == "slow":
+                    time.sleep(0.3)  # its arrays still on their way
+                    if time.monotonic() - t0 < 1.0:
+                        continue
+                with lock:
+                    out.append(SimpleNamespace(id=mid))
+            return out
+
+    pullers = Pullers(SimpleNamespace(grid=Grid(), poll_interval=0.01))
+    pullers.watch("slow")
+    pullers.watch("fast")
+    got = {}
+    while len(got) < 2 and time.monotonic() - t0 < 5:
+        for mid, reply, arrived in pullers.drain(0.05):
+            assert reply.id == mid
+            got[mid] = arrived - t0
+    pullers.close()
+    assert got["fast"] < 0.2 and got["slow"] >= 1.0
