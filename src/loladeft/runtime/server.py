@@ -262,19 +262,22 @@ class FlowerTrainer(Trainer):
         """Measure every node at join: its messaging latency (a plain query), its
         self-profile (``measured``; on the testbed before the memory limits are set, so
         that profiling the deepest block cannot hit them), its available memory, and a link
-        probe of ``runtime.probe_bytes``."""
-        wait = self.options.node_wait
-        self._query(0, wait)  # messaging latency, warm paths
+        probe of ``runtime.probe_bytes``. Only the nodes that answered the warm-up are asked
+        (a node that did not is not waited for again; the rounds' queries ask it anew)."""
+        wait, ready = self.options.node_wait, set(self.owners.values())
+        self._query(0, self.options.query_timeout, only=ready)  # messaging latency
         if self.measured:
-            self._read_states(0, self._query(0, wait, profile=True))
+            self._read_states(0, self._query(0, wait, profile=True, only=ready))
         if self.edge is not None:
             for k, limit in enumerate(self.edge.bind_memory()):
                 self.log(f"testbed: device {k} memory limit {limit / 2**20:.0f} MiB")
-        self._read_states(0, self._query(0, wait, profile=self.measured))
+        self._read_states(
+            0, self._query(0, self.options.query_timeout, profile=self.measured, only=ready)
+        )
         if not self.measured:
             return
         nbytes = self.options.probe_bytes
-        replies = self._query(0, self.options.node_wait, probe=nbytes)
+        replies = self._query(0, wait, probe=nbytes, only=ready)
         for (node_id, reply), elapsed in zip(replies, self.transport.elapsed, strict=True):
             k = next((d for d, i in self.owners.items() if i == node_id), None)
             if reply is None or reply.has_error() or k is None:
@@ -338,10 +341,12 @@ class FlowerTrainer(Trainer):
         *,
         profile: bool = False,
         probe: int = 0,
+        only: set[int] | None = None,
     ) -> list[tuple[int, Any]]:
         """Ask every connected node for its state in round ``n``: ``(node id, reply)``
         (with ``profile``: its self-profile too; with ``probe``: that many bytes back). Each
-        exchange's messaging latency is folded into the link book."""
+        exchange's messaging latency is folded into the link book. ``only``: just these node
+        ids."""
         from flwr.app import ConfigRecord, Message, RecordDict
 
         deft = ConfigRecord(
@@ -353,7 +358,7 @@ class FlowerTrainer(Trainer):
                 "probe": int(probe),
             }
         )
-        node_ids = list(self.transport.grid.get_node_ids())
+        node_ids = [i for i in self.transport.grid.get_node_ids() if only is None or i in only]
         messages = [
             Message(
                 RecordDict({protocol.DEFT: deft}),
