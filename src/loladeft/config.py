@@ -7,6 +7,7 @@ One :class:`Config` holds everything a command needs, in tables that mirror the 
 ``[lora]``      the LoRA adapters (PEFT ``LoraConfig``);
 ``[train]``     one fine-tuning run (Algorithm 1): task, scheme, optimiser, data, model;
 ``[runtime]``   how the Flower server talks to its nodes and how a federation is launched;
+``[testbed]``   the emulated edge of ``loladeft testbed`` (CPU, memory and link limits);
 the top level   the main job, ``loladeft simulate``: the Monte-Carlo sweep of Figs. 5, 6, 8,
                 with its ``[sweeps]`` (the x values of each figure).
 
@@ -51,6 +52,7 @@ __all__ = [
     "RuntimeSettings",
     "ScenarioSettings",
     "SweepValues",
+    "TestbedSettings",
     "TrainSettings",
     "dump_toml",
     "from_flat",
@@ -72,6 +74,7 @@ SnrConvention = Literal["transmit", "received"]
 SplitRule = Literal["active", "all"]
 Upload = Literal["block", "block+head"]
 Statistic = Literal["median", "mean"]
+DeviceModel = Literal["scenario", "measured"]
 ReferenceName = Literal[tuple(REFERENCE_DEVICES)]  # type: ignore[valid-type]
 
 
@@ -172,6 +175,15 @@ class ScenarioSettings(_Table):
         "block",
         description="Training clock's S: what a scheduled device uploads, its LoRA block "
         "(the paper's S) or block+head (its head gradient too).",
+    )
+    device_model: DeviceModel = Field(
+        "scenario",
+        description="Where a Flower run's instance comes from: scenario (f_k and memory drawn, "
+        "J from the FLOP profile) or measured (J and memory self-profiled by each node, "
+        "uplink rates estimated from its transfers).",
+    )
+    profile_repeats: Int = Field(
+        3, ge=1, le=50, description="Timed repeats per depth of a node's self-profile (median)."
     )
 
     _compute = field_validator("compute_factor")(_pair(0.0, open_low=True))
@@ -346,6 +358,56 @@ class RuntimeSettings(_Table):
     )
     cpus_per_node: Float = Field(1.0, gt=0, description="CPU cores Ray reserves per virtual node.")
     timeout: Float = Field(3600.0, gt=0, description="Wall seconds allowed for a whole run.")
+    link_alpha: Float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Weight of the newest reading in the uplink estimates (measured devices).",
+    )
+    probe_bytes: Int = Field(
+        1_000_000,
+        ge=65_536,
+        le=64_000_000,
+        description="Bytes of the link probe each node sends at join (measured devices).",
+    )
+
+
+class TestbedSettings(_Table):
+    """``[testbed]``: the emulated edge of ``loladeft testbed`` (Linux, root; see
+    :mod:`loladeft.testbed`)."""
+
+    cpu_budget: Float = Field(
+        1.6,
+        gt=0,
+        description="Cores the nodes' CPU quotas share, in proportion to their compute "
+        "factors (the rest is the server's).",
+    )
+    base_memory_mb: Float = Field(
+        0.0,
+        ge=0,
+        description="Memory a node needs before any block (process, libraries, model); "
+        "0: measured from each node after it has loaded the model.",
+    )
+    node_poll_s: Float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="Longest idle poll of a node's SuperNode, s: its polls cross the shaped "
+        "uplink, so frequent ones eat a slow link (LOLADEFT_NODE_POLL_S).",
+    )
+    memory_margin_mb: Float = Field(
+        96.0,
+        ge=0,
+        description="Memory a node gets besides its base and headroom (message buffers, "
+        "allocator slack).",
+    )
+    memory_scale: Float = Field(
+        1.0,
+        gt=0,
+        description="A node's cgroup memory limit is its base plus memory_scale x its drawn "
+        "memory mapped onto the model's largest block need (< 1 makes the wall bind "
+        "below what the scenario promises the scheduler).",
+    )
 
 
 class SweepValues(_Table):
@@ -437,6 +499,7 @@ class Config(_Table):
     lora: LoraSettings = LoraSettings()
     train: TrainSettings = TrainSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    testbed: TestbedSettings = TestbedSettings()
 
     @field_validator("experiments", "schemes")
     @classmethod
@@ -457,6 +520,19 @@ class Config(_Table):
 COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
     # a local federation on one machine: fewer nodes and rounds than the paper's 20 x 100
     "flower local": {"scenario.num_devices": 8, "train.rounds": 10, "train.eval_every": 5},
+    # the emulated edge: as flower local, measured devices, small batches
+    "testbed": {
+        "scenario.num_devices": 8,
+        "scenario.device_model": "measured",
+        "train.rounds": 10,
+        "train.eval_every": 5,
+        "train.batch": 8,
+        "runtime.round_timeout": 90.0,
+        "runtime.query_timeout": 20.0,
+        "runtime.node_wait": 300.0,
+        "runtime.poll_interval": 0.05,
+        "runtime.insecure": True,
+    },
 }
 
 

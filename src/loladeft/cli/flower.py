@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 
 from loladeft.cli._common import ConfigFile, PrintConfig, fail, load, option
@@ -50,12 +51,21 @@ RoundTimeout = Annotated[float | None, option("runtime.round_timeout")]
 StragglerProb = Annotated[float | None, option("runtime.straggler_prob")]
 DeadlineFactor = Annotated[float | None, option("runtime.deadline_factor")]
 MaxGradNorm = Annotated[float | None, option("runtime.max_grad_norm")]
+DeviceModel = Annotated[
+    str | None,
+    option(
+        "scenario.device_model",
+        click_type=click.Choice(["scenario", "measured"]),
+        metavar="[scenario|measured]",
+    ),
+]
 
 
 def _settings(config: Path | None, command: str, print_config: bool, **flags: Any) -> Any:
     """The run's configuration, checked, and the data, model and profile found, before
     anything starts (one-line errors)."""
     runtime = {f"runtime.{k}": flags.pop(k) for k in list(flags) if k in _RUNTIME}
+    runtime["scenario.device_model"] = flags.pop("device_model", None)
     cfg = load(
         config,
         {**run_overrides(**flags), **runtime},
@@ -106,6 +116,7 @@ def virtual(
     straggler_prob: StragglerProb = None,
     deadline_factor: DeadlineFactor = None,
     max_grad_norm: MaxGradNorm = None,
+    device_model: DeviceModel = None,
     cpus_per_node: Annotated[float | None, option("runtime.cpus_per_node")] = None,
     config: ConfigFile = None,
     print_config: PrintConfig = False,
@@ -156,6 +167,7 @@ def local(
     straggler_prob: StragglerProb = None,
     deadline_factor: DeadlineFactor = None,
     max_grad_norm: MaxGradNorm = None,
+    device_model: DeviceModel = None,
     insecure: Annotated[bool | None, option("runtime.insecure", "--insecure/--secure")] = None,
     warm: Annotated[
         bool | None,

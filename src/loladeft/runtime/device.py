@@ -16,13 +16,22 @@ only and is overwritten from every message.
 
 *Device state.* ``compute-factor`` and ``memory-gb`` in the node config (``flower-supernode
 --node-config``) report a real device's state; without them the node draws its own row of
-the scenario model (Sec. VI-A) for the round, as the in-process clock does.
+the scenario model (Sec. VI-A) for the round, as the in-process clock does. With
+``scenario.device_model = "measured"`` the node also measures itself when the server asks
+(``profile`` in the query): its row of ``J`` and the memory of each depth on its own hardware
+(:mod:`loladeft.profiling.selfprofile`, cached per process, node and settings), and its
+available memory now; and sends a link probe of the requested size (``probe``) with the
+reply. Every reply says how long the node took to handle the message (``handle-seconds``),
+so the server can tell the transport's time from the node's
+(:mod:`loladeft.runtime.wallclock`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from loladeft.exceptions import FieldError
@@ -103,23 +112,103 @@ def engine(cfg: Any) -> Any:
     return _ENGINES[key]
 
 
+#: Environment variable naming the ``cgroup.procs`` file this process joins before it computes
+#: (set by the testbed, :mod:`loladeft.runtime.testbed_federation`).
+CPU_GROUP_ENV = "LOLADEFT_TESTBED_CPU_GROUP"
+#: Environment variable naming a folder where self-profiles are kept between processes.
+PROFILE_CACHE_ENV = "LOLADEFT_PROFILE_CACHE"
+_joined: list[str] = []
+
+
+def join_cpu_group() -> None:
+    """On the testbed, move this process into its device's CPU cgroup (once): the device's
+    CPU quota then holds what the device computes."""
+    target = os.environ.get(CPU_GROUP_ENV)
+    if target and target not in _joined:
+        with open(target, "w") as fh:
+            fh.write(str(os.getpid()))
+        _joined.append(target)
+
+
 def handle_query(message: Any, context: Any) -> Any:
-    """Reply to a ``query``: this node's state in the round."""
+    """Reply to a ``query``: this node's state in the round (and, when asked, its
+    self-profile and a link probe)."""
     from flwr.app import ConfigRecord, Message, RecordDict
 
+    t0 = time.perf_counter()
+    join_cpu_group()
     deft = message.content[protocol.DEFT]
     cfg = protocol.decode_config(deft["config"])
     if deft.get("warm"):  # the server's warm-up before round 1: load model and data now
         engine(cfg)
+    k = partition(context.node_config, cfg)
     f, memory = device_state(cfg, context.node_config, int(deft["round"]))
+    records: dict[str, Any] = {}
+    if deft.get("profile") and cfg.scenario.device_model == "measured":
+        profile = self_profile(cfg, k)
+        records[protocol.PROFILE] = ConfigRecord(
+            {
+                "seconds": list(profile.seconds),
+                "memory-bytes": list(profile.memory_bytes),
+                "available-bytes": profile.available_bytes,
+                "repeats": profile.repeats,
+            }
+        )
+    probe = int(deft.get("probe", 0) or 0)
+    if 0 < probe <= protocol.MAX_PROBE_BYTES:
+        import numpy as np
+        from flwr.app import ArrayRecord
+
+        records[protocol.PROBE] = ArrayRecord({"zeros": np.zeros(probe, dtype=np.uint8)})
     state = ConfigRecord(
         {
-            "partition-id": partition(context.node_config, cfg),
+            "partition-id": k,
             "compute-factor": f,
             "memory-bytes": memory,
+            "handle-seconds": time.perf_counter() - t0,
         }
     )
-    return Message(RecordDict({protocol.STATE: state}), reply_to=message)
+    return Message(RecordDict({protocol.STATE: state, **records}), reply_to=message)
+
+
+def self_profile(cfg: Any, k: int) -> Any:
+    """Device ``k``'s self-profile under the run settings ``cfg``: measured once per process,
+    node and settings (and, where :data:`PROFILE_CACHE_ENV` names a folder, once per machine:
+    the testbed shares its devices' profiles between the runs of its schemes); the available
+    memory is read anew."""
+    from loladeft.profiling.selfprofile import cached_profile, load_profile, save_profile
+    from loladeft.profiling.selfprofile import self_profile as measure
+
+    key = protocol.encode_config(cfg)
+    folder = os.environ.get(PROFILE_CACHE_ENV)
+
+    def run() -> Any:
+        path = None
+        if folder:
+            import hashlib
+
+            tag = f"{key}|{k}|{os.environ.get(CPU_GROUP_ENV, '')}|{_cpu_quota()}"
+            path = Path(folder) / f"{hashlib.sha256(tag.encode()).hexdigest()[:24]}.json"
+            if path.exists():
+                return load_profile(path)
+        prof = measure(engine(cfg), k, repeats=cfg.scenario.profile_repeats)
+        if path is not None:
+            save_profile(prof, path)
+        return prof
+
+    engine(cfg)
+    return cached_profile(key, k, run)
+
+
+def _cpu_quota() -> str:
+    """This process's CPU quota as the cgroup states it ("" if unknown)."""
+    target = os.environ.get(CPU_GROUP_ENV)
+    if not target:
+        return ""
+    try:
+        return (Path(target).parent / "cpu.cfs_quota_us").read_text().strip()
+    except OSError:
+        return ""
 
 
 def carried_depths(deft: Any, num_blocks: int, max_blocks: int) -> list[int]:
@@ -145,6 +234,8 @@ def handle_train(message: Any, context: Any) -> Any:
     import torch
     from flwr.app import Message, MetricRecord, RecordDict
 
+    start = time.perf_counter()
+    join_cpu_group()
     deft = message.content[protocol.DEFT]
     cfg = protocol.decode_config(deft["config"])
     k = partition(context.node_config, cfg)
@@ -161,11 +252,19 @@ def handle_train(message: Any, context: Any) -> Any:
     names = gradient_names(trainer, depths)
     tensors = [*(g for d in depths for g in update.block_grads[d - 1]), *update.head_grads]
     grads = dict(zip(names, tensors, strict=True))
-    result = MetricRecord(
-        {"round": n, "depth": depth, "partition-id": k, "loss": update.loss, "seconds": seconds}
-    )
-    content = RecordDict({protocol.RESULT: result})
+    content = RecordDict()
     protocol.put(content, protocol.GRADIENT, grads)
+    result = MetricRecord(
+        {
+            "round": n,
+            "depth": depth,
+            "partition-id": k,
+            "loss": update.loss,
+            "seconds": seconds,
+            "handle-seconds": time.perf_counter() - start,
+        }
+    )
+    content[protocol.RESULT] = result
     return Message(content, reply_to=message)
 
 

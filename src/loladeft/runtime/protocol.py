@@ -56,6 +56,13 @@ STATE = "state"
 WEIGHTS = "weights"
 GRADIENT = "gradient"
 RESULT = "result"
+#: Query reply records of a measured device model: the node's self-profile, and the link
+#: probe's payload.
+PROFILE = "profile"
+PROBE = "probe"
+#: Largest timing a node may report (s), and largest probe it may be asked for (bytes).
+MAX_SECONDS = 1e6
+MAX_PROBE_BYTES = 256_000_000
 #: Compute factors a node may report (relative to the profiled device; Sec. VI-A draws
 #: them in (0, 1]): outside this range the round's latencies would over- or underflow.
 COMPUTE_FACTOR_RANGE = (1e-6, 1e6)
@@ -67,6 +74,8 @@ _NPY_SLACK = 4096
 __all__ = [
     "DEFT",
     "GRADIENT",
+    "PROBE",
+    "PROFILE",
     "QUERY",
     "RESULT",
     "STATE",
@@ -79,6 +88,8 @@ __all__ = [
     "get",
     "pack",
     "put",
+    "read_handle_seconds",
+    "read_profile",
     "read_result",
     "read_state",
     "unpack",
@@ -298,6 +309,61 @@ def read_result(content: Any) -> tuple[tuple[int, int, int], float, float]:
         return got, _real(result, "loss", -math.inf), _real(result, "seconds", 0.0)
 
     return _fields(content, RESULT, read)
+
+
+def read_handle_seconds(content: Any, record: str) -> float | None:
+    """``handle-seconds`` of a reply's ``state`` or ``result`` record (the node's time from
+    receiving the message to returning the reply), ``None`` where a node does not report it.
+
+    Raises
+    ------
+    InvalidReply
+        Present but not a finite number in ``[0, MAX_SECONDS]``.
+    """
+
+    def read(rec: Any) -> float | None:
+        if "handle-seconds" not in rec:
+            return None
+        return _real(rec, "handle-seconds", 0.0, MAX_SECONDS)
+
+    return _fields(content, record, read)
+
+
+def read_profile(content: Any, num_blocks: int) -> tuple[list[float], list[float], float]:
+    """A ``query`` reply's self-profile: ``(seconds, memory-bytes, available-bytes)``
+    (:class:`~loladeft.profiling.selfprofile.DeviceProfile`).
+
+    Raises
+    ------
+    InvalidReply
+        The record is missing, a list does not have one entry per block (``L``), or a value
+        is not a finite positive number (seconds at most :data:`MAX_SECONDS`).
+    """
+
+    def values(rec: Any, key: str, high: float) -> list[float]:
+        raw = rec[key]
+        if not isinstance(raw, list) or len(raw) != num_blocks:
+            got = len(raw) if isinstance(raw, list) else _short(raw)
+            raise InvalidReply(f"{key}: must list L = {num_blocks} numbers, got {got}")
+        out = []
+        for i, v in enumerate(raw):
+            if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+                raise InvalidReply(f"{key}[{i}]: must be a number, got {_short(v)}")
+            x = float(v)
+            if not (math.isfinite(x) and 0 < x <= high):
+                raise InvalidReply(f"{key}[{i}]: {x!r} is not a finite number in (0, {high:g}]")
+            out.append(x)
+        return out
+
+    def read(rec: Any) -> tuple[list[float], list[float], float]:
+        seconds = values(rec, "seconds", MAX_SECONDS)
+        memory = values(rec, "memory-bytes", math.inf)
+        available = _real(rec, "available-bytes", 0.0)
+        if available <= 0:
+            raise InvalidReply(f"available-bytes: {available!r} is not a positive number")
+        return seconds, memory, available
+
+    return _fields(content, PROFILE, read)
 
 
 def check_gradient(

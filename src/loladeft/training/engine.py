@@ -268,6 +268,9 @@ class RoundLog:
     wall_s: float
     feasible: bool = True
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The Flower runtime's wall clock of the round (``predicted_latency_s``,
+    #: ``measured_latency_s``, ``overhead_s``); empty in process.
+    wallclock: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -10,6 +10,8 @@ Output folder layout::
                       (:mod:`loladeft.training.checkpoint`; nothing is unpickled)
     adapter/          the final LoRA adapter and head (PEFT save_pretrained)
     metric_vs_time.png  metric against simulated time (DEFT) or step (centralized)
+    latency_predicted_vs_measured.png  (Flower runs) the scheduler's round latency against
+                      the measured one, per round
 
 ``mode`` in every row and in the manifest says which mode produced a curve: ``separate``
 (one training run per scheme, the faithful default), ``shared-trajectory`` (one training run
@@ -46,7 +48,13 @@ CSV_COLUMNS = (
     "metrics",
     "feasible",
     "wall_s",
+    "predicted_latency_s",
+    "measured_latency_s",
+    "overhead_s",
 )
+#: Columns only a runtime with a wall clock fills (the Flower runtime, the testbed): the
+#: driver scheme's predicted round latency, the measured one and the runtime's overhead.
+WALLCLOCK_COLUMNS = CSV_COLUMNS[-3:]
 CHECKPOINT = "checkpoint.json"
 #: The pickled checkpoint of loladeft before safetensors: refused, never loaded.
 OLD_CHECKPOINT = "checkpoint.pt"
@@ -129,6 +137,10 @@ def metric_rows(cfg: Config, history: list[Any]) -> list[dict[str, str]]:
                     "metrics": ";".join(f"{k}={v:.6g}" for k, v in h.metrics.items()),
                     "feasible": "1" if h.feasible else "0",
                     "wall_s": f"{h.wall_s:.4f}",
+                    **{
+                        c: _fmt(getattr(h, "wallclock", {}).get(c)) if s == cfg.train.scheme else ""
+                        for c in WALLCLOCK_COLUMNS
+                    },
                 }
             )
     return rows
@@ -236,6 +248,35 @@ def plot_metrics(path: Path, cfg: Config, history: list[Any]) -> None:
     plt.close(fig)
 
 
+def plot_wallclock(path: Path, cfg: Config, history: list[Any]) -> None:
+    """Predicted (the scheduler's) and measured round latency per round, with the
+    runtime's overhead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [h for h in history if getattr(h, "wallclock", None)]
+    x = [h.round for h in rows]
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
+    for key, label in (
+        ("predicted_latency_s", "predicted"),
+        ("measured_latency_s", "measured"),
+        ("overhead_s", "overhead"),
+    ):
+        ax.plot(x, [h.wallclock.get(key, math.nan) for h in rows], marker="o", ms=3, label=label)
+    ax.set_xlabel("round")
+    ax.set_ylabel("round latency (s)")
+    ax.set_title(
+        f"{cfg.train.scheme} · {cfg.train.task} · device model: {cfg.scenario.device_model}",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def train(
     cfg: Config,
     out: str | Path,
@@ -314,6 +355,8 @@ def train(
         if on_round is not None:
             on_round(trainer, rec)
     plot_metrics(out / "metric_vs_time.png", cfg, trainer.history)
+    if any(getattr(h, "wallclock", None) for h in trainer.history):
+        plot_wallclock(out / "latency_predicted_vs_measured.png", cfg, trainer.history)
     trainer.model.save_pretrained(str(out / "adapter"))
     wall = sum(h.wall_s for h in trainer.history)
     skipped = trainer.skipped_rounds
