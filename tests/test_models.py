@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from loladeft import models
-from loladeft.models import ModelError
+from loladeft.exceptions import InputError
 
 
 # ----------------------------------------------------------------------- names (no torch)
@@ -23,7 +23,7 @@ from loladeft.models import ModelError
         ("FacebookAI/roberta-base", "roberta-base", "roberta-base"),
         ("roberta-large", "roberta-large", None),
         ("gpt2", "gpt2", None),
-        ("llama-7b", "llama-7b", None),
+        ("llama-7b", "llama-7b", "llama-7b"),
     ],
 )
 def test_lookup_and_builtin_profile(name, canonical, profile):
@@ -59,7 +59,7 @@ def test_lora_target_defaults_by_family(family, targets):
 
 
 def test_family_without_default_targets_is_one_line():
-    with pytest.raises(ModelError, match=r"^lora\.targets: .*'t5'"):
+    with pytest.raises(InputError, match=r"^lora\.targets: .*'t5'"):
         models.default_targets("t5")
 
 
@@ -84,7 +84,7 @@ def test_model_source(tmp_path):
 )
 def test_model_source_errors_are_one_line(tmp_path, make, words):
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(ModelError, match=r"^model: ") as info:
+    with pytest.raises(InputError, match=r"^model: ") as info:
         models.model_source(make(tmp_path))
     assert words in str(info.value) and "\n" not in str(info.value)
 
@@ -109,7 +109,7 @@ def test_architecture_only_without_weights_and_refused_with_weights():
     spec = models.resolve("tiny-llama", weights=False)
     assert spec.path is None and spec.causal and spec.model_type == "llama"
     assert spec.default_targets == ("q_proj", "v_proj")
-    with pytest.raises(ModelError, match=r"^model: tiny-llama is an architecture"):
+    with pytest.raises(InputError, match=r"^model: tiny-llama is an architecture"):
         models.resolve("tiny-llama", weights=True)
 
 
@@ -124,7 +124,7 @@ def test_bad_lora_target_is_one_line():
     from loladeft.config import LoraSettings
 
     spec = models.resolve("tiny-bert", weights=False)
-    with pytest.raises(ModelError, match=r"^lora\.targets: 'q_proj' is not a linear module"):
+    with pytest.raises(InputError, match=r"^lora\.targets: 'q_proj' is not a linear module"):
         models.build(spec, LoraSettings(targets=("q_proj",)), meta=True)
 
 
@@ -133,9 +133,9 @@ def test_profiled_and_trained_models_are_built_by_one_function(tiny, monkeypatch
     """The profiler and the engine both call ``models.build``; their LoRA parameters (and
     block order) are the same names and shapes."""
     torch = pytest.importorskip("torch")
+    from helpers.tiny import tiny_config
     from loladeft.profiling.profiler import profile_model
     from loladeft.training.engine import Trainer
-    from tiny import tiny_config
 
     built: list[tuple[bool, object]] = []
     real = models.build

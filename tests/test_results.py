@@ -7,13 +7,8 @@ import math
 
 import pytest
 
-from loladeft.results import (
-    OutputFolderError,
-    StagedOutput,
-    package_versions,
-    strict_json,
-    write_manifest,
-)
+from loladeft.exceptions import InputError
+from loladeft.results import StagedOutput, package_versions, strict_json, write_manifest
 
 NAMES = ("a.csv", "b.csv")
 
@@ -83,14 +78,14 @@ def test_another_runs_files_are_refused_up_front(tmp_path, setup, message):
     out.mkdir()
     setup(out)
     before = _files(out)
-    with pytest.raises(OutputFolderError, match=message):
+    with pytest.raises(InputError, match=message):
         StagedOutput(out, "tool", NAMES)
     assert _files(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_unusable_destinations(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(OutputFolderError, match="is not a folder"):
+    with pytest.raises(InputError, match="is not a folder"):
         StagedOutput(tmp_path / "file", "tool", NAMES)
-    with pytest.raises(OutputFolderError, match="cannot write into"):
+    with pytest.raises(InputError, match="cannot write into"):
         StagedOutput(tmp_path / "file" / "out", "tool", NAMES)

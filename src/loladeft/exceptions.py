@@ -31,6 +31,16 @@ class FieldError(LoladeftError, ValueError):
         super().__init__(f"{self.prefix}{field}: {problem}")
 
 
+class InputError(LoladeftError, ValueError):
+    """Something the user gave that cannot be used: a configuration value, a data set, a
+    model, a profile, an output folder, a checkpoint. The message names it."""
+
+
+class RunError(LoladeftError, RuntimeError):
+    """A run stopped on purpose: a non-finite loss or gradient, or nothing was trained. What
+    it had written is kept."""
+
+
 class InvalidInstanceError(FieldError):
     """An instance (or one of its fields) is malformed."""
 
@@ -56,3 +66,11 @@ class FederationError(LoladeftError, RuntimeError):
 class InvalidReply(LoladeftError, ValueError):
     """A Flower node's reply that must not be used; the message says why. The server treats
     it as that node's failure (its block is reassigned), never the run's."""
+
+
+class AllocationError(LoladeftError, RuntimeError):
+    """A scheme returned an allocation that breaks C1–C3 or the bandwidth budget.
+
+    This is a defect of the scheme, never of the input: :func:`loladeft.solve` checks every
+    answer (:func:`loladeft.allocation.validate.validate_answer`) before calling it feasible.
+    """

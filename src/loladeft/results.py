@@ -27,10 +27,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InputError
 
 __all__ = [
-    "OutputFolderError",
     "StagedOutput",
     "git_revision",
     "package_versions",
@@ -41,10 +40,6 @@ __all__ = [
 
 #: Packages every manifest lists.
 BASE_PACKAGES = ("loladeft", "numpy", "scipy")
-
-
-class OutputFolderError(LoladeftError, ValueError):
-    """The output folder cannot be written or holds another run's files."""
 
 
 def package_versions(names: Iterable[str] = ()) -> dict[str, str | None]:
@@ -127,7 +122,7 @@ class StagedOutput:
 
     Raises
     ------
-    OutputFolderError
+    InputError
         ``out`` is not a folder, holds another run's files, or cannot be written.
     """
 
@@ -141,9 +136,7 @@ class StagedOutput:
             parent.mkdir(parents=True, exist_ok=True)
             self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=parent))
         except OSError as exc:
-            raise OutputFolderError(
-                f"out: cannot write into {parent}: {exc.strerror or exc}"
-            ) from None
+            raise InputError(f"out: cannot write into {parent}: {exc.strerror or exc}") from None
 
     def _previous(self) -> set[str]:
         """Names in ``out`` that belong to the previous run of this tool (to drop)."""
@@ -151,7 +144,7 @@ class StagedOutput:
         if not out.exists():
             return set()
         if not out.is_dir():
-            raise OutputFolderError(f"out: {out} exists and is not a folder")
+            raise InputError(f"out: {out} exists and is not a folder")
         listed: set[str] = set()
         manifest = out / "manifest.json"
         if manifest.is_file():
@@ -160,7 +153,7 @@ class StagedOutput:
             except (OSError, ValueError, RecursionError):
                 data = None
             if not isinstance(data, dict) or data.get("tool") != self.tool:
-                raise OutputFolderError(
+                raise InputError(
                     f"out: {out} holds another command's manifest.json; choose another --out"
                 )
             files = data.get("files")
@@ -168,7 +161,7 @@ class StagedOutput:
             listed.add("manifest.json")
         foreign = sorted(n for n in os.listdir(out) if n in self.names and n not in listed)
         if foreign:
-            raise OutputFolderError(
+            raise InputError(
                 f"out: {out} holds {', '.join(foreign)} from another run (no {self.tool} "
                 "manifest lists it); move it away or choose another --out"
             )

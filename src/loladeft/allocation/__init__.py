@@ -19,6 +19,11 @@ scheme                    problem exact  method
 P1 splits the bandwidth equally (``B_k = B/L``); P2 optimises it jointly with the blocks.
 Every scheme respects C1–C3 and reports infeasible only when no memory-feasible allocation
 exists (:mod:`.memory`).
+
+Multi-block devices (``max_blocks_per_device > 1``, issue 13): ``jbba`` solves P2' and ``ba``
+P1' with fast methods (:mod:`.multiblock`; ``extra["exact"]`` says whether the answer is
+proven optimal), ``milp`` solves P1' exactly (:mod:`.multiblock_milp`); the other schemes
+raise ``UnsupportedInstanceError``.
 """
 
 from loladeft.allocation.registry import SCHEMES, Solution, get_scheme, solve

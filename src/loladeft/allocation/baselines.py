@@ -33,7 +33,9 @@ from loladeft.system.instance import Instance
 def solve_comp_aware(instance: Instance, **_: Any) -> Solution | None:
     """Scheme ``comp-aware``: strongest computation first (smallest total ``Σ_l J[k, l]``,
     i.e. largest ``f_k`` when ``J = M d(l) / f_k``)."""
-    return _strongest_first(instance, np.argsort(instance.J.sum(axis=1), kind="stable"))
+    with np.errstate(over="ignore"):  # a total beyond the doubles ranks last, as inf
+        total = instance.J.sum(axis=1)
+    return _strongest_first(instance, np.argsort(total, kind="stable"))
 
 
 def solve_comm_aware(instance: Instance, **_: Any) -> Solution | None:

@@ -19,6 +19,9 @@ Implementation notes
 * Units are normalised (time by a latency scale ``τ``, bandwidth by ``B``, ``μ`` by its
   initial value) so that one step size fits all three dual blocks; (16) is otherwise as
   printed, with the upload term ``S / (B_k r_k)`` (the paper's ``S / B_k`` drops ``r_k``).
+* The normalised upload times ``S / (B τ r_k)`` must lie within ``[1e-150, 1e150]`` for
+  the duals' products to stay within the doubles; on instances beyond that (far from any
+  physical setting) the iterations are skipped and the answer is BA's (below).
 * CRUNCH's sparsification keeps exactly the pairs at or below the bottleneck threshold of the
   matrix; that threshold is computed in closed form (:mod:`.bottleneck`), which yields the
   same sparse matrix as running the cuts one by one.
@@ -26,6 +29,13 @@ Implementation notes
   convergence), so every iterate's assignment ``α`` gets the bandwidth split that is optimal
   for it (:func:`.jbba.equalized_deadline`); the best one is returned, so the result is
   always feasible and its latency is true.
+* **Never worse than BA.** Algorithm 3's recovered primal is compared at the end with the
+  BA solution (:func:`.bottleneck.solve_ba`, the exact P1 optimum) given its optimal
+  bandwidth split, exactly as the iterates' assignments are; the better one is returned.
+  Algorithm 3 itself is not changed (its ``T_max`` still starts from its own iterates), so
+  the answer differs from the plain algorithm only where BA's is better, and the result is
+  never above ``ba``'s latency. ``extra["dual_primal_latency"]`` is the plain algorithm's
+  own best latency, ``extra["warm_start"]`` whether BA's solution won.
 * **Duality gap.** The dual function ``d(λ, μ, σ)`` is evaluated exactly (the ``α`` part by
   a Hungarian solve over *all* memory-feasible pairs), a valid lower bound on P2's optimum;
   ``extra["dual_gap"]`` is ``(best latency - best bound) / best latency``.
@@ -33,13 +43,18 @@ Implementation notes
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
-from loladeft.allocation.bottleneck import bottleneck_assignment, monotone_bottleneck_value
+from loladeft.allocation.bottleneck import (
+    bottleneck_assignment,
+    monotone_bottleneck_value,
+    solve_ba,
+)
 from loladeft.allocation.jbba import equalized_deadline, equalizing_bandwidth
 from loladeft.allocation.matching import candidate_devices
 from loladeft.allocation.memory import memory_infeasibility
@@ -47,6 +62,8 @@ from loladeft.allocation.result import Solution
 from loladeft.system.instance import Instance
 
 FloatArray = NDArray[np.float64]
+#: Smallest normalised upload time (and inverse of the largest) Algorithm 3 runs with.
+SCALE = 1e-150
 
 
 def solve_jbba_dual(
@@ -59,6 +76,9 @@ def solve_jbba_dual(
     **_: Any,
 ) -> Solution | None:
     """Scheme ``jbba-dual``: Algorithm 3 with primal recovery and a duality-gap certificate.
+
+    Never worse than ``ba``: the result is the better of Algorithm 3's recovered primal and
+    BA's assignment with its optimal bandwidth split (module docstring).
 
     Parameters
     ----------
@@ -80,7 +100,13 @@ def solve_jbba_dual(
     blocks = np.arange(L)
     ok = instance.memory_ok
     # Normalised units: time by tau, bandwidth by B.
-    tau = float(np.mean(J[ok])) + L * S / (B * float(np.median(r)))
+    with np.errstate(all="ignore"):
+        full = B * float(np.median(r))  # 0 when it underflows: tau is then out of range
+        tau = float(np.mean(J[ok])) + (L * S / full if full > 0 else math.inf)
+        upload = np.float64(S) / (np.float64(B) * tau) / r  # normalised, at full bandwidth
+        scaled = 0 < tau < math.inf and bool(((upload >= SCALE) & (upload <= 1 / SCALE)).all())
+    if not scaled:  # magnitudes the normalised dual cannot hold: BA stands (module docstring)
+        return _keep_better(instance, None, math.inf, -math.inf, 0)
     Jn, Sn = J / tau, S / (B * tau)
     lam = np.full(K, 1.0 / K)
     sigma = np.zeros(K)
@@ -123,22 +149,50 @@ def solve_jbba_dual(
         involved[assignment] = 1.0
         device_time = np.zeros(K)
         device_time[assignment] = Jn[assignment, blocks]
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore"):  # capped at 1e6 just below
             device_time += np.where(beta, Sn / (np.maximum(bw, 1e-300) * r), 0.0)
         lam = np.maximum(lam + eps * np.minimum(device_time - t, 1e6), 1e-9)
         mu = max(mu + eps * mu_scale * (bw.sum() - 1.0), 1e-9 * mu_scale)
         sigma = sigma + eps * (beta - involved)
-    assert best_assignment is not None
-    bandwidth = np.zeros(K)
-    bandwidth[best_assignment] = equalizing_bandwidth(
-        J[best_assignment, blocks], r[best_assignment], S, B, best_latency
+    return _keep_better(instance, best_assignment, best_latency, best_bound, it)
+
+
+def _keep_better(
+    instance: Instance,
+    assignment: NDArray[np.intp] | None,
+    latency: float,
+    bound: float,
+    iterations: int,
+) -> Solution | None:
+    """The better of Algorithm 3's recovered primal (``assignment``, ``latency``) and BA's
+    assignment under its optimal bandwidth split; ``None`` if neither has a finite latency."""
+    J, r, S, B = instance.J, instance.spectral_efficiency, instance.block_bits, instance.bandwidth
+    blocks = np.arange(instance.num_blocks)
+    own = latency
+    ba = solve_ba(instance)
+    warm = False
+    if ba is not None:
+        ba_latency = equalized_deadline(J[ba.assignment, blocks], r[ba.assignment], S, B)
+        if ba_latency < latency:
+            assignment, latency, warm = ba.assignment, ba_latency, True
+    if assignment is None or not math.isfinite(latency):
+        return None
+    bandwidth = np.zeros(instance.num_devices)
+    bandwidth[assignment] = equalizing_bandwidth(
+        J[assignment, blocks], r[assignment], S, B, latency
     )
-    gap = max(0.0, (best_latency - best_bound) / best_latency)
+    gap = max(0.0, (latency - bound) / latency)
+    finite = math.isfinite(bound) and math.isfinite(gap)
     return Solution(
-        best_assignment.astype(np.intp),
+        assignment.astype(np.intp),
         bandwidth,
-        iterations=it,
-        extra={"dual_gap": gap, "dual_bound": best_bound},
+        iterations=iterations,
+        extra={
+            "dual_gap": gap if finite else None,
+            "dual_bound": bound if finite else None,
+            "dual_primal_latency": own if math.isfinite(own) else None,
+            "warm_start": warm,
+        },
     )
 
 

@@ -50,6 +50,7 @@ whether the Newton–Dinkelbach phase alone finished.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,8 @@ from loladeft.allocation.result import Solution
 from loladeft.system.instance import Instance
 
 FloatArray = NDArray[np.float64]
+_TINY = float(np.finfo(float).tiny)  # least positive normal double
+_SMALLEST = float(np.finfo(float).smallest_subnormal)  # least positive double
 
 
 def solve_jbba(instance: Instance, *, max_newton: int = 64, **_: Any) -> Solution | None:
@@ -132,7 +135,26 @@ def _min_bandwidth_matching(instance: Instance, deadline: float) -> tuple[NDArra
     except ValueError:  # linear_sum_assignment: "cost matrix is infeasible"
         return np.arange(L), float("inf")
     slack = deadline - J[matching, np.arange(L)]
-    return matching.astype(np.intp), float((S / (r[matching] * slack)).sum())
+    with np.errstate(over="ignore"):
+        total = float(_bandwidth_for(S, r[matching], slack).sum())
+    return matching.astype(np.intp), total
+
+
+def _bandwidth_for(S: float, r: FloatArray, slack: FloatArray) -> FloatArray:
+    """``S / (r slack)``, the bandwidth that uploads ``S`` bits at ``r`` within ``slack``
+    seconds (``inf`` where ``slack = 0``). Where the product ``r slack`` overflows (it would
+    read as needing no bandwidth at all) or underflows (it would read as needing all of it),
+    it is computed as ``(S / slack) / r`` instead; a need below the least positive double is
+    that double, never 0."""
+    with np.errstate(over="ignore", divide="ignore", under="ignore"):
+        product = r * slack
+        need = np.divide(S, product)
+        if product.size and not (product.min() >= _TINY and product.max() < np.inf):
+            odd = ~((product >= _TINY) & (product < np.inf))  # over- or underflowed
+            need = np.where(odd, (S / slack) / r, need)  # one factor at a time
+        if need.size and need.min() < _SMALLEST:  # a need below the least positive double
+            np.maximum(need, _SMALLEST, out=need)
+    return need
 
 
 def _float_midpoint(a: float, b: float) -> float:
@@ -146,11 +168,20 @@ def _required_bandwidth(instance: Instance, deadline: float) -> RowCost:
     """Rows of ``w[k, l] = S / (r_k (T - J[k, l]))``, the bandwidth device ``k`` needs to
     finish block ``l`` by ``T``; ``inf`` where impossible (``J >= T``) or where C3 fails."""
     J, r, S, ok = instance.J, instance.spectral_efficiency, instance.block_bits, instance.memory_ok
+    # Fast path (every physical instance): no product r_k (T - J) can overflow, and one that
+    # underflows means a need above S / tiny >= B, which no matching can use anyway; so the
+    # plain quotient is exact where it matters. Otherwise :func:`_bandwidth_for`.
+    with np.errstate(over="ignore"):
+        plain = float(r.max()) * deadline < np.inf  # slack <= T since J >= 0
+    plain = plain and S >= instance.bandwidth * _TINY
 
     def rows(index: NDArray[np.intp] | slice) -> FloatArray:
         slack = deadline - J[index]
-        with np.errstate(divide="ignore"):
-            need = S / (r[index, None] * slack)
+        if plain:
+            with np.errstate(divide="ignore", over="ignore"):  # only where slack < 0: masked
+                need = S / (r[index, None] * slack)
+        else:
+            need = _bandwidth_for(S, r[index, None], slack)
         return np.where(ok[index] & (slack > 0), need, np.inf)
 
     return rows
@@ -164,20 +195,60 @@ def equalized_deadline(J: FloatArray, r: FloatArray, S: float, B: float) -> floa
     ``f >= 0``) stays left of it and increases monotonically to it: each tangent lies below
     the convex ``f``, so its zero cannot pass the root. Iterates stop when they stop moving
     (machine precision), at most 200 steps.
+
+    The start is the least double above ``max J`` at which the slowest device alone already
+    needs ``B``; when uploads are far below one ulp of ``J`` (a huge ``B``, a tiny ``S``)
+    ``max J + S / (r B)`` rounds down onto ``max J``, so the start is then the next double
+    up (where ``f`` may already be ``<= 0``: that double is the answer). Where the doubles
+    defeat Newton's step (an overflowing or underflowing ``f`` or ``f'``), the root is
+    bracketed and bisected instead (:func:`_bisected_deadline`). ``inf`` means no
+    representable deadline exists (an upload overflows even with all of ``B``).
     """
-    inv = S / r  # w_i = inv_i / (T - J_i)
-    top = float(J.max())
-    T = top + float(inv[J == top].max()) / B  # that device alone already needs B: f(T) >= 0
-    for _ in range(200):
-        gap = T - J
-        f = float((inv / gap).sum()) - B
-        if f <= 0:
-            return T
-        step = f / float((inv / gap**2).sum())  # -f / f'(T)
-        if T + step == T:
-            return T
-        T += step
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
+        inv = S / r  # w_i = inv_i / (T - J_i)
+        top = float(J.max())
+        T = top + float(inv[J == top].max()) / B  # that device alone already needs B: f(T) >= 0
+        if not T > top:  # the upload is below one ulp of max J
+            T = math.nextafter(top, math.inf)
+        if not (math.isfinite(T) and np.isfinite(inv).all()):
+            return _bisected_deadline(J, S / B / r, top)
+        for _ in range(200):
+            gap = T - J
+            f = float((inv / gap).sum()) - B
+            if f <= 0:
+                return T
+            slope = float((inv / gap**2).sum())  # -f'(T); 0 once it underflows
+            step = f / slope if slope > 0 else math.inf  # -f / f'(T)
+            if not (math.isfinite(step) and step > 0):  # f or f' out of the doubles' range
+                return _bisected_deadline(J, S / B / r, T)
+            if T + step == T:
+                return T
+            T += step
     return T
+
+
+def _bisected_deadline(J: FloatArray, c: FloatArray, lo: float) -> float:
+    """Root of ``Σ_i c_i / (T - J_i) = 1`` (``c_i = S / (r_i B)``, the upload time at full
+    bandwidth) above ``lo``, for the extreme magnitudes where Newton's step is not
+    representable: double the distance above ``max J`` until the deadline is met, then bisect
+    in representation order (at most 64 halvings) and return the least deadline met."""
+    top = float(J.max())
+    lo = max(lo, top)
+
+    def met(T: float) -> bool:
+        gap = T - J
+        return bool((gap > 0).all()) and float((c / gap).sum()) <= 1.0
+
+    if not np.isfinite(c).all():
+        return math.inf
+    hi = math.nextafter(lo, math.inf)
+    while not met(hi):
+        hi = top + 2 * max(hi - top, math.ulp(top) if top > 0 else 5e-324)
+        if not math.isfinite(hi):
+            return math.inf
+    while (mid := _float_midpoint(lo, hi)) not in (lo, hi):
+        lo, hi = (lo, mid) if met(mid) else (mid, hi)
+    return hi
 
 
 def equalizing_bandwidth(
@@ -190,12 +261,17 @@ def equalizing_bandwidth(
     common deadline), which delays every device by the same ~1 ulp; scaling all ``B_i`` alike
     would instead delay a device whose latency is all upload by the residue's relative size.
     """
-    bandwidth = S / (r * (deadline - J))
+    bandwidth = _bandwidth_for(S, r, deadline - J)
     excess = bandwidth.sum() - B
     if excess > 0:
-        slope = r * bandwidth**2 / S
-        bandwidth -= excess * slope / slope.sum()
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            slope = r * bandwidth**2 / S
+            move = excess * slope / slope.sum()
+        if np.isfinite(move).all() and (move < bandwidth).all():  # else only the scaling
+            bandwidth -= move
         total = bandwidth.sum()
         if total > B:
             bandwidth *= B / total
+            if bandwidth.min() <= 0:  # a share rounded to 0 (extreme magnitudes only)
+                np.maximum(bandwidth, _SMALLEST, out=bandwidth)
     return bandwidth

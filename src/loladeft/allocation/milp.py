@@ -10,6 +10,11 @@ Variables: binaries ``α[k, l]`` for memory-feasible pairs (C3) and the threshol
 which is (P3), with ``T`` replaced by its dense ranks (same optimal assignments). Solved by
 HiGHS through :func:`scipy.optimize.milp`; independent of the
 combinatorial schemes, so the tests use it as a reference.
+
+Size limit: at most :data:`MAX_PAIRS` memory-feasible (device, block) pairs, i.e. binaries
+(e.g. 1000 devices x 20 blocks). HiGHS needed ~15 s for 16,500 pairs and hit its 60 s
+limit at 67,000 on a shared 2-core machine; larger instances are refused in one line
+(:class:`~loladeft.exceptions.UnsupportedInstanceError`): ``ba`` solves P1 exactly at any size.
 """
 
 from __future__ import annotations
@@ -21,18 +26,27 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from loladeft.allocation.result import Solution, equal_split
+from loladeft.exceptions import UnsupportedInstanceError
 from loladeft.system.instance import Instance
+
+#: Most memory-feasible (device, block) pairs, i.e. binary variables, ``milp`` accepts.
+MAX_PAIRS = 20_000
 
 
 def solve_milp(instance: Instance, *, time_limit: float = 60.0, **_: Any) -> Solution | None:
     """Scheme ``milp``: P1 through ``scipy.optimize.milp`` (HiGHS)."""
+    n = int(np.count_nonzero(instance.memory_ok))
+    if n > MAX_PAIRS:
+        raise UnsupportedInstanceError(
+            f"milp: {n} memory-feasible (device, block) pairs exceed its limit of {MAX_PAIRS}; "
+            "use ba, which solves P1 exactly at any size"
+        )
     # The bottleneck optimum depends only on the order of the latencies, so the MILP works
     # on their dense ranks: small integers that HiGHS's feasibility tolerances cannot blur.
     T = instance.latency_matrix()
     T = np.unique(T, return_inverse=True)[1].reshape(T.shape).astype(float)
     K, L = T.shape
     k_idx, l_idx = np.nonzero(instance.memory_ok)
-    n = k_idx.size
     if n == 0:
         return None
     var = np.arange(n)
@@ -59,7 +73,9 @@ def solve_milp(instance: Instance, *, time_limit: float = 60.0, **_: Any) -> Sol
     if res.status == 2:  # infeasible
         return None
     if res.x is None:
-        raise RuntimeError(f"milp: HiGHS stopped without a solution: {res.message}")
+        raise UnsupportedInstanceError(
+            f"milp: HiGHS stopped without a solution ({' '.join(str(res.message).split())})"
+        )
     chosen = res.x[:n] > 0.5
     assignment = np.empty(L, dtype=np.intp)
     assignment[l_idx[chosen]] = k_idx[chosen]

@@ -1,7 +1,9 @@
 """Scheme registry and :func:`solve`, the one entry point every tool uses.
 
 A scheme is a function ``(instance, rng, **options) -> Solution | None`` that returns
-``None`` exactly when no memory-feasible allocation exists. :func:`solve` times it,
+``None`` exactly when no memory-feasible allocation with a finite latency exists.
+:func:`solve` times it (the solve only: its module is imported before the clock starts),
+checks the answer against C1–C3, the budget and a finite latency (:mod:`.validate`),
 recomputes the latency from the returned assignment and bandwidth (eqs. 7–8), explains
 infeasibility, and wraps everything in an :class:`AllocationResult`.
 """
@@ -16,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from loladeft.allocation.memory import memory_infeasibility
 from loladeft.allocation.result import AllocationResult, Solution
-from loladeft.exceptions import UnknownSchemeError
+from loladeft.allocation.validate import infeasibility_reason, validate_answer
+from loladeft.exceptions import FieldError, UnknownSchemeError
 from loladeft.system.instance import Instance
 
 SchemeFunction = Callable[..., Solution | None]
@@ -152,28 +154,34 @@ def solve(
     InvalidInstanceError
         Malformed instance. UnknownSchemeError: unknown scheme name.
     UnsupportedInstanceError
-        The scheme does not accept this instance (``crunch`` on a non-monotone one).
+        The scheme does not accept this instance (``crunch`` on a non-monotone one, an
+        instance beyond ``milp``'s size limit; any scheme but ``jbba``, ``ba`` and ``milp``
+        with ``max_blocks_per_device > 1``).
+    FieldError
+        A negative ``seed``.
+    AllocationError
+        The scheme returned an allocation that breaks C1–C3 or the budget (a defect of the
+        scheme: every answer is checked, :func:`.validate.validate_answer`).
+
+    Notes
+    -----
+    A feasible result always has a finite latency. An answer that keeps C1–C3 but whose
+    latency overflows (an upload ``S / (B_k r_k)`` beyond the doubles) is reported
+    infeasible, with a ``reason`` naming the device; so is a scheme that finds nothing, with
+    the memory wall or the overflowing uploads as its reason.
     """
     spec = get_scheme(scheme)
     inst = instance if isinstance(instance, Instance) else Instance.from_mapping(instance)
-    rng = np.random.default_rng(seed)
+    rng = _generator(seed)
+    function, explain = _scheme_for(spec, inst)  # imported here, outside the timed region
     start = time.perf_counter()
-    solution = spec.function(inst, rng=rng, **options)
+    solution = function(inst, rng=rng, **options)
     seconds = time.perf_counter() - start
     if solution is None:
-        return AllocationResult(
-            scheme=spec.name,
-            feasible=False,
-            latency=float("nan"),
-            assignment=None,
-            bandwidth=None,
-            device_latency=None,
-            solve_seconds=seconds,
-            reason=memory_infeasibility(inst) or "no memory-feasible allocation",
-        )
-    assignment = np.asarray(solution.assignment, dtype=np.intp)
-    bandwidth = np.asarray(solution.bandwidth, dtype=float)
-    device_latency = inst.device_latency(assignment, bandwidth)
+        return _infeasible(spec, seconds, explain(inst))
+    assignment, bandwidth, device_latency, reason = validate_answer(inst, spec.name, solution)
+    if reason is not None:
+        return _infeasible(spec, seconds, reason)
     return AllocationResult(
         scheme=spec.name,
         feasible=True,
@@ -184,4 +192,37 @@ def solve(
         solve_seconds=seconds,
         iterations=solution.iterations,
         extra=dict(solution.extra),
+    )
+
+
+def _scheme_for(spec: Scheme, inst: Instance) -> tuple[SchemeFunction, Callable[[Instance], str]]:
+    """The scheme function and infeasibility explanation for this instance: the paper's,
+    or with ``max_blocks_per_device > 1`` those of :mod:`.multiblock` (issue 13)."""
+    if inst.max_blocks_per_device == 1:
+        return spec.function, lambda i: infeasibility_reason(i, spec.problem)
+    from loladeft.allocation.multiblock import multiblock_infeasibility, multiblock_scheme
+
+    def explain(i: Instance) -> str:
+        return multiblock_infeasibility(i) or "no memory-feasible allocation"
+
+    return multiblock_scheme(spec.name), explain
+
+
+def _generator(seed: int | np.random.Generator | None) -> np.random.Generator:
+    """``numpy.random.default_rng(seed)``, refusing a negative seed in one line."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed < 0:
+        raise FieldError("seed", f"must be >= 0, got {seed}")
+    return np.random.default_rng(seed)
+
+
+def _infeasible(spec: Scheme, seconds: float, reason: str) -> AllocationResult:
+    return AllocationResult(
+        scheme=spec.name,
+        feasible=False,
+        latency=float("nan"),
+        assignment=None,
+        bandwidth=None,
+        device_latency=None,
+        solve_seconds=seconds,
+        reason=reason,
     )

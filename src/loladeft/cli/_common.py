@@ -14,7 +14,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from loladeft.config import COMMAND_DEFAULTS, Config, ConfigError, dump_toml, load_config
+from loladeft.config import COMMAND_DEFAULTS, Config, dump_toml, load_config
+from loladeft.exceptions import InputError
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -106,7 +107,7 @@ def load(
     ``tables``; ``""`` is the top level) and exit 0. A bad value exits 2 with one line."""
     try:
         cfg = load_config(path, overrides, command=command)
-    except ConfigError as exc:
+    except InputError as exc:
         fail(str(exc))
     if print_config:
         sys.stdout.write(dump_toml(cfg, tables))

@@ -15,7 +15,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from loladeft.cli import flower, profile, reproduce, simulate, solve, testbed, train
+from loladeft.cli import calibrate, flower, profile, reproduce, simulate, solve, testbed, train
 from loladeft.cli._common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 
 
@@ -100,6 +100,7 @@ app.command("profile")(profile.profile)
 app.command("train")(train.train)
 app.command("reproduce")(reproduce.reproduce)
 app.command("testbed")(testbed.testbed)
+app.command("calibrate")(calibrate.calibrate)
 app.add_typer(flower.app, name="flower")
 
 

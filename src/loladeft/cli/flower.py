@@ -130,10 +130,7 @@ def virtual(
     from loladeft.cli.train import run_with_progress
 
     def runner(cfg: Any, out: Path, *, resume: bool, on_round: Any, log: Any) -> Any:
-        try:
-            from loladeft.runtime.virtual import run_virtual
-        except ImportError:  # until the runtime's rename lands
-            from loladeft.runtime.simulation import simulate as run_virtual
+        from loladeft.runtime.virtual import run_virtual
 
         return run_virtual(cfg, out, resume=resume, on_round=on_round, log=log)
 

@@ -34,7 +34,9 @@ def reproduce(
         Target,
         typer.Argument(
             help="fig4 (memory/latency vs depth), fig5, fig6, fig8 (the latency sweeps of "
-            "loladeft simulate), fig7 or table1 (training runs; both make both), or all."
+            "loladeft simulate), fig7 or table1 (training runs; both make both), all, or "
+            "fewer-devices (not in the paper: latency against K = 4..64 for the 32-block "
+            "Llama-7B with grouped layers and multi-block devices)."
         ),
     ],
     tasks: Annotated[

@@ -8,7 +8,14 @@ from typing import Annotated, Literal, get_args
 import typer
 
 from loladeft.cli._common import ConfigFile, PrintConfig, fail, load, option, split
-from loladeft.config import QUICK_ROUNDS, Config, Experiment, SnrConvention
+from loladeft.config import (
+    QUICK_ROUNDS,
+    Config,
+    Experiment,
+    PresetName,
+    SnrConvention,
+    Statistic,
+)
 
 #: The tables ``simulate`` reads (``""`` is the top level), for ``--print-config``.
 TABLES = ("", "scenario", "sweeps")
@@ -57,6 +64,8 @@ def simulate(
     local_iterations: Annotated[
         int | None, option("scenario.local_iterations", "--local-iterations", "-M")
     ] = None,
+    preset: Annotated[PresetName | None, option("preset")] = None,
+    stat: Annotated[Statistic | None, option("stat")] = None,
     no_plots: Annotated[
         bool, typer.Option("--no-plots", help="Write only CSV and manifest.")
     ] = False,
@@ -86,6 +95,8 @@ def simulate(
             "scenario.snr_convention": snr_convention,
             "scenario.bandwidth_mhz": bandwidth_mhz,
             "scenario.local_iterations": local_iterations,
+            "preset": preset,
+            "stat": stat,
         },
         command="simulate",
         print_config=print_config,

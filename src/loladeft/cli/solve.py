@@ -17,7 +17,14 @@ from loladeft.cli._common import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, fail
 from loladeft.exceptions import LoladeftError
 from loladeft.system.instance import Instance
 
-_SCHEME_HELP = "Scheme: " + ", ".join(f"{n} ({s.problem})" for n, s in SCHEMES.items()) + "."
+_SCHEME_HELP = (
+    "Scheme: "
+    + ", ".join(f"{n} ({s.problem})" for n, s in SCHEMES.items())
+    + ". With max_blocks_per_device > 1 in the instance (multi-block devices): jbba solves"
+    " P2' and is NOT exact (its JSON says exact: false); ba solves P1' (B/L per carried block),"
+    " exact on monotone instances with extra_block_memory = 0, else exact: false; milp solves"
+    " P1' exactly; the other schemes refuse such instances."
+)
 
 
 def solve(
@@ -31,17 +38,21 @@ def solve(
     """Solve instance files: which device computes which block, and with how much bandwidth.
 
     Exit code: 2 if any file is malformed, else 3 if any is infeasible, else 0.
+
+    Multi-block devices: results carry "exact" (jbba: exact: false); see --scheme.
     """
     try:
         get_scheme(scheme)
     except LoladeftError as exc:
         fail(str(exc))
+    if seed < 0:
+        fail(f"seed: must be >= 0, got {seed}")
     worst = EXIT_OK
     for path in files:
         try:
             result = solve_instance(Instance.from_json(path), scheme, seed=seed)
         except LoladeftError as exc:
-            sys.stderr.write(f"loladeft: {path}: {exc}\n")
+            sys.stderr.write(" ".join(f"loladeft: {path}: {exc}".split()) + "\n")
             if as_json:
                 _print_json({"file": str(path), "scheme": scheme, "error": str(exc)})
             worst = EXIT_BAD_INPUT
@@ -56,12 +67,20 @@ def solve(
 
 
 def _print_json(record: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(record, allow_nan=False, default=_nan_to_none) + "\n")
+    record = {k: _finite_or_none(v) for k, v in record.items()}
+    sys.stdout.write(json.dumps(record, allow_nan=False, default=_numpy_scalar) + "\n")
     sys.stdout.flush()
 
 
-def _nan_to_none(value: Any) -> Any:  # pragma: no cover - numpy scalars only
-    return None if isinstance(value, float) and math.isnan(value) else float(value)
+def _finite_or_none(value: Any) -> Any:
+    """A non-finite float (a scheme extra such as a diverged bound) as JSON ``null``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _numpy_scalar(value: Any) -> Any:  # pragma: no cover - numpy scalars only
+    return _finite_or_none(float(value))
 
 
 def _print_table(path: Path, result: AllocationResult) -> None:

@@ -10,8 +10,20 @@ from pathlib import Path
 from loladeft.experiments.runner import PointResult
 from loladeft.experiments.sweeps import Experiment
 
-#: Columns after the x column, in this order, exactly.
-CSV_COLUMNS = ("scheme", "mean_latency_s", "ci95_s", "rounds", "infeasible_rounds")
+#: Columns after the x column, in this order, exactly: the original five, then the robust
+#: statistics (:mod:`loladeft.experiments.statistics`; ``heavy_tail`` is ``true`` when the
+#: scheme's mean does not converge at that point).
+CSV_COLUMNS = (
+    "scheme",
+    "mean_latency_s",
+    "ci95_s",
+    "rounds",
+    "infeasible_rounds",
+    "median_latency_s",
+    "q25_latency_s",
+    "q75_latency_s",
+    "heavy_tail",
+)
 
 
 def _num(x: float) -> str:
@@ -24,8 +36,8 @@ def _x(experiment: Experiment, x: float) -> str:
 
 
 def write_csv(path: Path, experiment: Experiment, points: list[PointResult]) -> None:
-    """``<x>,scheme,mean_latency_s,ci95_s,rounds,infeasible_rounds``, one row per scheme and
-    point; the mean and CI are empty when every round was infeasible."""
+    """``<x>,`` then :data:`CSV_COLUMNS`, one row per scheme and point; the statistics are
+    empty when every round was infeasible."""
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow((experiment.column, *CSV_COLUMNS))
@@ -39,5 +51,9 @@ def write_csv(path: Path, experiment: Experiment, points: list[PointResult]) -> 
                         _num(st.ci95_s),
                         st.rounds,
                         st.infeasible_rounds,
+                        _num(st.median_latency_s),
+                        _num(st.q25_latency_s),
+                        _num(st.q75_latency_s),
+                        "true" if st.heavy_tail else "false",
                     )
                 )

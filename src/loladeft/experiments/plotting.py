@@ -58,49 +58,112 @@ def save(
 
 
 def plot_experiment(
-    experiment: Experiment, points: list[PointResult], out_dir: Path, subtitle: str = ""
+    experiment: Experiment,
+    points: list[PointResult],
+    out_dir: Path,
+    subtitle: str = "",
+    stat: str = "median",
 ) -> list[Path]:
-    """Mean round latency with a 95% confidence band, one line per scheme.
+    """Round latency of every scheme (top) and its ratio to comm-aware (bottom).
 
-    Writes ``<name>.png`` (150 dpi) and ``<name>.pdf`` into ``out_dir``; returns the paths.
-    The y axis is logarithmic when the means span more than a factor of 10; there, a band
-    whose lower bound ``mean - CI`` is not positive (heavy-tailed latencies of the
-    channel-blind baselines) is drawn from the mean up only, and the legend says so.
+    ``stat="median"`` (default) draws the median with the interquartile band, numbers that
+    exist for every distribution; ``stat="mean"`` draws the mean with its 95% confidence
+    band, and leaves out the points where a scheme is heavy-tailed
+    (:mod:`~loladeft.experiments.statistics`): there its mean does not converge and is not
+    drawn as if it were a number. A heavy-tailed scheme says so in the legend. The bottom
+    panel is each scheme's statistic divided by comm-aware's at the same point (when
+    comm-aware is among the schemes). The y axis is logarithmic when the values span more
+    than a factor of 10. Writes ``<name>.png`` (150 dpi) and ``<name>.pdf`` into ``out_dir``.
     """
     plt = pyplot()
     xs = np.array([p.x for p in points])
     stats = [p.stats() for p in points]
-    means = np.array([[st.mean_latency_s for st in row] for row in stats])  # (points, S)
-    cis = np.nan_to_num(np.array([[st.ci95_s for st in row] for row in stats]))
-    log = bool(np.isfinite(means).any()) and np.nanmax(means) > 10 * np.nanmin(means)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    schemes = points[0].schemes
+
+    def table(key: str) -> np.ndarray:
+        return np.array([[getattr(st, key) for st in row] for row in stats], dtype=float)
+
+    heavy = np.array([[st.heavy_tail for st in row] for row in stats], dtype=bool)
+    if stat == "mean":
+        centre = table("mean_latency_s")
+        ci = np.nan_to_num(table("ci95_s"))
+        centre = np.where(heavy, np.nan, centre)
+        low, high = centre - ci, centre + ci
+        band = "mean ± 95% CI; heavy-tailed points not drawn"
+    else:
+        centre = table("median_latency_s")
+        low, high = table("q25_latency_s"), table("q75_latency_s")
+        band = "median, interquartile band"
+    ref = schemes.index("comm-aware") if "comm-aware" in schemes else None
+    finite = centre[np.isfinite(centre) & (centre > 0)]
+    log = finite.size > 0 and finite.max() > 10 * finite.min()
+    rows = 2 if ref is not None else 1
+    fig, axes = plt.subplots(
+        rows,
+        1,
+        figsize=(6.4, 4.4 + 2.4 * (rows - 1)),
+        layout="constrained",
+        sharex=True,
+        height_ratios=(5, 3)[:rows],
+        squeeze=False,
+    )
+    ax = axes[0, 0]
     clipped = False
-    for s, name in enumerate(points[0].schemes):
-        mean, ci = means[:, s], cis[:, s]
+    for s, name in enumerate(schemes):
         style = STYLE.get(name, {"label": name})
+        label = style["label"]
+        if heavy[:, s].any():
+            n = int(heavy[:, s].sum())
+            label += " [heavy tail" + ("" if n == len(xs) else f" at {n}/{len(xs)}") + "]"
         line = ax.plot(
             xs,
-            mean,
-            label=style["label"],
+            centre[:, s],
+            label=label,
             color=style.get("color"),
             linestyle=style.get("ls", "-"),
             marker=style.get("marker"),
             markersize=4,
             linewidth=1.5,
         )[0]
-        low = mean - ci
-        if log and (low <= 0).any():  # a heavy tail: the lower bound is not positive
+        lo = low[:, s]
+        if log and (lo <= 0).any():  # a band reaching 0 on a log axis: drawn from the centre
             clipped = True
-            low = np.where(low > 0, low, mean)
-        ax.fill_between(xs, low, mean + ci, color=line.get_color(), alpha=0.2, linewidth=0)
+            lo = np.where(lo > 0, lo, centre[:, s])
+        ax.fill_between(xs, lo, high[:, s], color=line.get_color(), alpha=0.2, linewidth=0)
+        if ref is not None:
+            axes[1, 0].plot(
+                xs,
+                centre[:, s] / centre[:, ref],
+                color=line.get_color(),
+                linestyle=style.get("ls", "-"),
+                marker=style.get("marker"),
+                markersize=4,
+                linewidth=1.5,
+            )
     if log:
         ax.set_yscale("log")
-    if xs.size <= 12:
-        ax.set_xticks(xs)
-    ax.set_xlabel(experiment.label)
-    ax.set_ylabel("Average round latency (s)")
+    else:
+        # keep the schemes with a finite mean readable next to the heavy-tailed ones
+        light = ~heavy.any(axis=0)
+        tops = high[:, light][np.isfinite(high[:, light])]
+        if heavy.any() and tops.size:
+            ax.set_ylim(0, min(ax.get_ylim()[1], 2.0 * float(tops.max())))
+    ax.set_ylabel(f"{'Mean' if stat == 'mean' else 'Median'} round latency (s)")
     ax.set_title(experiment.title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    title = "mean ± 95% CI" + (" (lower bound ≤ 0 not drawn)" if clipped else "")
-    ax.legend(fontsize=8, title=title, title_fontsize=8)
+    title = band + (" (lower bound ≤ 0 not drawn)" if clipped else "")
+    ax.legend(fontsize=7, title=title, title_fontsize=7)
+    bottom = axes[-1, 0]
+    if ref is not None:
+        rel = axes[1, 0]
+        rel.axhline(1.0, color="tab:gray", linewidth=0.8)
+        rel.set_ylabel(f"{stat.capitalize()} / comm-aware")
+        rel.grid(True, which="both", alpha=0.3)
+        ratios = centre / centre[:, [ref]]
+        shown = ratios[np.isfinite(ratios)]
+        if shown.size and shown.max() > 3:
+            rel.set_ylim(0, max(1.5, min(3.0, float(np.nanmax(shown)))))
+    if xs.size <= 12:
+        bottom.set_xticks(xs)
+    bottom.set_xlabel(experiment.label)
     return save(fig, Path(out_dir) / experiment.name)

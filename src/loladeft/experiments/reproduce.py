@@ -11,6 +11,9 @@ fig8       ... ``-e fig8``                                      ``fig8.*``, ``ma
 fig7       Table I's training runs and their curves (needs      ``table1/``
 table1     the ``train`` extra); both targets make both
 all        all of the above; the three sweeps in one run
+fewer-     not in the paper (issue 13): round latency against   ``fewer_devices.csv``,
+devices    K = 4..64 for the 32-block Llama-7B, with grouped    ``fewer_devices.png/pdf``
+           layers and multi-block devices (not part of ``all``)
 =========  ===================================================  =============================
 """
 
@@ -22,7 +25,7 @@ from typing import Any, Literal
 
 from loladeft.config import PAPER_PROFILE, Config
 
-Target = Literal["fig4", "fig5", "fig6", "fig7", "fig8", "table1", "all"]
+Target = Literal["fig4", "fig5", "fig6", "fig7", "fig8", "table1", "all", "fewer-devices"]
 #: Every target, in the order ``all`` makes them.
 TARGETS: tuple[str, ...] = ("fig4", "fig5", "fig6", "fig8", "table1")
 #: The sweeps of ``loladeft simulate``.
@@ -82,3 +85,13 @@ def reproduce(
 
         rows = run_table1(cfg, tasks, out / "table1", shared=shared, run=train)
         say(f"wrote {out / 'table1'}/table1.md, table1.csv, fig7_<task>.png ({len(rows)} rows)")
+    if "fewer-devices" in steps:
+        from loladeft.experiments import fewer_devices as fd
+
+        rows = fd.fewer_devices(seed=cfg.seed)
+        out.mkdir(parents=True, exist_ok=True)
+        files = [
+            fd.write_csv(rows, out / "fewer_devices.csv"),
+            *fd.plot(rows, out / "fewer_devices"),
+        ]
+        say("wrote " + ", ".join(str(f) for f in files))

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from loladeft.allocation.registry import solve
+from loladeft.allocation.registry import get_scheme, solve
+from loladeft.experiments.statistics import robust_stats
 from loladeft.experiments.sweeps import Experiment
 from loladeft.system.scenario import Scenario
 
@@ -74,7 +75,9 @@ class PointResult:
         return self.latency.shape[1]
 
     def stats(self) -> list[SchemeStats]:
-        """Mean, 95% confidence half-width and counts per scheme (infeasible excluded)."""
+        """Mean, 95% confidence half-width, quartiles, heavy-tail flag
+        (:mod:`~loladeft.experiments.statistics`) and counts per scheme (infeasible
+        excluded)."""
         out = []
         for s, name in enumerate(self.schemes):
             ok = np.isfinite(self.latency[s])
@@ -83,7 +86,7 @@ class PointResult:
             mean = float(vals.mean()) if n else math.nan
             ci = float(Z95 * vals.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
             share = float(self.compute_share[s, ok].mean()) if n else math.nan
-            median = float(np.median(vals)) if n else math.nan
+            robust = robust_stats(vals)
             out.append(
                 SchemeStats(
                     name,
@@ -94,7 +97,11 @@ class PointResult:
                     share,
                     float(self.solve_seconds[s]),
                     int(self.memory_wall[s]),
-                    median,
+                    robust.median_latency_s,
+                    robust.q25_latency_s,
+                    robust.q75_latency_s,
+                    robust.tail_index,
+                    robust.heavy_tail,
                 )
             )
         return out
@@ -113,6 +120,10 @@ class SchemeStats:
     solve_seconds: float
     memory_wall_rounds: int
     median_latency_s: float = math.nan
+    q25_latency_s: float = math.nan
+    q75_latency_s: float = math.nan
+    tail_index: float = math.nan
+    heavy_tail: bool = False
 
 
 def point_seed(seed: int, experiment: Experiment, index: int) -> np.random.SeedSequence:
@@ -159,9 +170,12 @@ def simulate_point(
     K, L = scenario.num_devices, scenario.num_blocks
     assign = np.full((S, rounds, L), -1, dtype=np.intp) if keep_allocations else None
     bw = np.full((S, rounds, K), np.nan) if keep_allocations else None
+    # the equal-split rule of each scheme (Scenario.split_for); "active" is the plain instance
+    rules = [scenario.split_for(n, joint=get_scheme(n).problem == "P2") for n in schemes]
     for i in range(rounds):
-        inst = batch.instance(i)
+        insts = {rule: batch.instance(i, rule) for rule in dict.fromkeys(rules)}
         for s, name in enumerate(schemes):
+            inst = insts[rules[s]]
             res = solve(inst, name, seed=scheme_rng)
             seconds[s] += res.solve_seconds
             if res.extra.get("memory_wall"):

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from loladeft.config import PAPER_PROFILE, Config
 from loladeft.experiments.output import write_csv
 from loladeft.experiments.runner import PointResult, PointTask, SweepResults, run_tasks
-from loladeft.experiments.sweeps import EXPERIMENTS, PAPER_RATIOS, Experiment
+from loladeft.experiments.sweeps import (
+    EXPERIMENTS,
+    MODEL_BEST,
+    PAPER_RATIOS,
+    REGIMES_POINTER,
+    Experiment,
+)
 from loladeft.results import StagedOutput, write_manifest
 from loladeft.system.scenario import BlockCosts, ProfileLike, Scenario
 
@@ -72,6 +78,8 @@ class SummaryRow:
     infeasible_rounds: int
     rounds: int
     paper: list[dict[str, Any]] = field(default_factory=list)
+    median_latency_s: float = math.nan
+    heavy_tail: bool = False
 
 
 def summarize(cfg: Config, base: Scenario, sweeps: SweepResults) -> list[SummaryRow]:
@@ -94,7 +102,10 @@ def summarize(cfg: Config, base: Scenario, sweeps: SweepResults) -> list[Summary
                 for (e, px, s, r), ratio in PAPER_RATIOS.items():
                     if e == name and math.isclose(px, x) and s == st.scheme and r in stats:
                         ours = st.mean_latency_s / stats[r].mean_latency_s
-                        paper.append({"reference": r, "paper": ratio, "ours": ours})
+                        best = MODEL_BEST.get((e, px, s, r), math.nan)
+                        paper.append(
+                            {"reference": r, "paper": ratio, "ours": ours, "model_best": best}
+                        )
                 rows.append(
                     SummaryRow(
                         name,
@@ -107,6 +118,8 @@ def summarize(cfg: Config, base: Scenario, sweeps: SweepResults) -> list[Summary
                         st.infeasible_rounds,
                         st.rounds,
                         paper,
+                        st.median_latency_s,
+                        st.heavy_tail,
                     )
                 )
     return rows
@@ -166,7 +179,7 @@ def run_simulation(
 
     Raises
     ------
-    InvalidScenarioError, OutputFolderError
+    InvalidScenarioError, InputError
         Invalid parameters or an unusable ``cfg.out`` (checked before any simulation starts).
     """
     start = time.perf_counter()
@@ -180,15 +193,24 @@ def run_simulation(
         subtitle = (
             f"{base.costs.model}, {cfg.rounds} rounds/point, "
             f"{base.snr_convention} SNR, M = {base.local_iterations}"
+            + (f", preset {cfg.preset}" if cfg.preset else "")
         )
         for name, points in sweeps.points.items():
             exp = EXPERIMENTS[name]
+            if exp.column == "snr_db" and base.snr_convention == "received":
+                exp = replace(
+                    exp,
+                    label="Mean received SNR (dB)",
+                    title=exp.title.replace("transmit SNR", "mean received SNR"),
+                )
             write_csv(staged.path / f"{name}.csv", exp, points)
             names.append(f"{name}.csv")
             if plots:
                 from loladeft.experiments.plotting import plot_experiment
 
-                names += [p.name for p in plot_experiment(exp, points, staged.path, subtitle)]
+                names += [
+                    p.name for p in plot_experiment(exp, points, staged.path, subtitle, cfg.stat)
+                ]
         summary = summarize(cfg, base, sweeps)
         timing = solver_timing(sweeps)
         wall = time.perf_counter() - start
@@ -246,6 +268,10 @@ def _point_record(exp: Experiment, p: PointResult) -> dict[str, Any]:
                 "mean_latency_s": st.mean_latency_s,
                 "ci95_s": st.ci95_s,
                 "median_latency_s": st.median_latency_s,
+                "q25_latency_s": st.q25_latency_s,
+                "q75_latency_s": st.q75_latency_s,
+                "tail_index": st.tail_index,
+                "heavy_tail": st.heavy_tail,
                 "rounds": st.rounds,
                 "infeasible_rounds": st.infeasible_rounds,
                 "compute_share": st.compute_share,
@@ -296,6 +322,16 @@ def _manifest(
     }
 
 
+def _short(value: float) -> str:
+    """A latency in a summary cell: 3 decimals below 100 s, else 4 significant digits."""
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.4g}"
+
+
+def _ci(value: float) -> str:
+    """A confidence half-width in a summary cell: 2 significant digits."""
+    return f"{value:.2g}" if abs(value) < 100 else f"{value:.0f}"
+
+
 def print_summary(report: SimulationReport, console: Any = None) -> None:
     """The Rich summary: latency relative to comm-aware, beside the paper's figures.
 
@@ -314,36 +350,48 @@ def print_summary(report: SimulationReport, console: Any = None) -> None:
         exp = EXPERIMENTS[name]
         xs = f"{int(x)}" if exp.column == "num_devices" else f"{x:g}"
         table = Table(
-            title=f"{name} at {xs}{units[exp.column]} ({exp.title})",
+            title=f"{name} at {xs}{units[exp.column]} ({exp.title}), latency in s",
             title_justify="left",
             title_style="bold",
         )
         table.add_column("scheme", no_wrap=True)
-        table.add_column("latency (s) ± 95% CI", justify="right", no_wrap=True)
+        table.add_column("mean ± CI", justify="right", no_wrap=True)
+        table.add_column("median", justify="right", no_wrap=True)
         table.add_column("vs comm-aware", justify="right", no_wrap=True)
-        table.add_column("comp / comm", justify="right", no_wrap=True)
+        table.add_column("comp/comm", justify="right", no_wrap=True)
         table.add_column("infeasible", justify="right", no_wrap=True)
         notes = []
         for r in rows:
             share = (
                 "-"
                 if math.isnan(r.compute_share)
-                else f"{100 * r.compute_share:.0f}% / {100 * (1 - r.compute_share):.0f}%"
+                else f"{100 * r.compute_share:.0f}%/{100 * (1 - r.compute_share):.0f}%"
             )
+            heavy = "heavy tail"
             table.add_row(
                 r.scheme,
-                f"{r.mean_latency_s:.3f} ± {r.ci95_s:.3f}",
-                f"{r.relative_to_comm_aware:.2f}×",
+                heavy if r.heavy_tail else f"{_short(r.mean_latency_s)} ± {_ci(r.ci95_s)}",
+                _short(r.median_latency_s),
+                "-" if r.heavy_tail else f"{r.relative_to_comm_aware:.2f}×",
                 share,
                 f"{r.infeasible_rounds}/{r.rounds}",
             )
-            notes += [
-                f"  paper: {r.scheme} = {p['paper']:.2f} × {p['reference']}; here {p['ours']:.2f} ×"
-                for p in r.paper
-            ]
+            name = report.config.preset
+            preset = f"preset {name}" if name else "this configuration"
+            for p in r.paper:
+                best = p.get("model_best", math.nan)
+                reach = (
+                    "" if math.isnan(best) else f"; the paper's model reaches {best:.2f} × at best"
+                )
+                notes.append(
+                    f"  paper: {r.scheme} = {p['paper']:.2f} × {p['reference']}; "
+                    f"here {p['ours']:.2f} × ({preset}){reach}"
+                )
         console.print(table)
         for line in notes:
             console.print(line)
+        if notes:
+            console.print(f"  why: {REGIMES_POINTER}")
     timing = Table(
         title="Solver time per solve (all points)", title_justify="left", title_style="bold"
     )
@@ -359,9 +407,13 @@ def print_summary(report: SimulationReport, console: Any = None) -> None:
         f"Scenario: {sc.costs.model}, K = {sc.num_devices}, L = {sc.num_blocks}, "
         f"{sc.snr_convention} SNR {sc.snr_db:g} dB (mean received SNR "
         f"{sc.mean_received_snr:.3g}), B = {sc.bandwidth_hz / 1e6:g} MHz, "
-        f"M = {sc.local_iterations}, reference device {ref}. "
-        "comp / comm: computation vs upload share of the latency of the device that sets "
-        "the round latency, averaged over feasible rounds."
+        f"M = {sc.local_iterations}, reference device {ref}, compute scale "
+        f"{sc.compute_scale:g}, equal split {sc.equal_split} (BA) / {sc.benchmark_split} "
+        f"(benchmarks), preset {report.config.preset or 'none'}. "
+        "comp/comm: computation vs upload share of the latency of the device that sets "
+        "the round latency, averaged over feasible rounds. heavy tail: the scheme's latency "
+        "has a tail index below 2.5, its mean does not converge "
+        "(loladeft.experiments.statistics); read the median."
     )
     console.print(
         f"Wrote {len(report.files)} files to {report.config.out}/ in "

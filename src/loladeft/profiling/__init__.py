@@ -17,7 +17,6 @@ from loladeft.profiling.profile import (
     DepthCost,
     InvalidProfileError,
     Profile,
-    ProfileNotFoundError,
     load_profile,
 )
 
@@ -27,6 +26,5 @@ __all__ = [
     "DepthCost",
     "InvalidProfileError",
     "Profile",
-    "ProfileNotFoundError",
     "load_profile",
 ]

@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from loladeft.exceptions import FieldError, LoladeftError
+from loladeft.exceptions import FieldError, InputError
 
 #: Names of the profiles shipped in ``loladeft/data/<name>.json``.
-BUILTIN_PROFILES = ("roberta-base", "minilm")
+BUILTIN_PROFILES = ("roberta-base", "minilm", "llama-7b")
 
 #: Data types a profile may be measured in, and their size in bytes.
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -59,10 +59,6 @@ class InvalidProfileError(FieldError):
     """A profile (or one of its fields, e.g. ``"depths[3].flops"``) is malformed."""
 
     prefix = "profile: "
-
-
-class ProfileNotFoundError(LoladeftError, FileNotFoundError):
-    """Neither a builtin profile name nor a readable JSON file."""
 
 
 def _int(name: str, value: Any, *, minimum: int = 0) -> int:
@@ -355,7 +351,7 @@ class Profile:
         try:
             text = path.read_text()
         except OSError as exc:
-            raise ProfileNotFoundError(f"profile: cannot read {path}: {exc.strerror}") from None
+            raise InputError(f"profile: cannot read {path}: {exc.strerror}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -375,7 +371,7 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
 
     Raises
     ------
-    ProfileNotFoundError
+    InputError
         Neither a builtin name nor an existing file.
     InvalidProfileError
         The file is malformed; the message names the field.
@@ -394,7 +390,5 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
     path = Path(text)
     if not path.is_file():
         known = ", ".join(BUILTIN_PROFILES)
-        raise ProfileNotFoundError(
-            f"profile: {text!r} is neither a builtin profile ({known}) nor a file"
-        )
+        raise InputError(f"profile: {text!r} is neither a builtin profile ({known}) nor a file")
     return Profile.from_json(path)

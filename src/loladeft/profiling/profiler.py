@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InputError
 from loladeft.models import TORCH_DTYPES, ModelSpec
 from loladeft.profiling import analytic
 from loladeft.profiling.profile import DTYPE_BYTES, DepthCost, Profile
@@ -49,16 +49,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
-    "ProfilerInputError",
     "make_batch",
     "measure_depth",
     "profile_model",
 ]
-
-
-class ProfilerInputError(LoladeftError, ValueError):
-    """Bad input to the profiler (bad size, dtype, device or options); model and LoRA target
-    errors are :class:`loladeft.models.ModelError`."""
 
 
 # ---------------------------------------------------------------------------- FLOP formulas
@@ -164,7 +158,7 @@ def make_batch(
     if maxpos is not None:
         limit = maxpos - (2 if spec.config.model_type in ("roberta", "xlm-roberta") else 0)
         if seq > limit:
-            raise ProfilerInputError(f"seq: {seq} exceeds the model's {limit} positions")
+            raise InputError(f"seq: {seq} exceeds the model's {limit} positions")
     if meta:
         ids = torch.empty((batch, seq), dtype=torch.long, device="meta")
         labels = ids if spec.causal else torch.empty((batch,), dtype=torch.long, device="meta")
@@ -343,9 +337,9 @@ def profile_model(
 
     Raises
     ------
-    ModelError
+    InputError
         Unknown model, or a LoRA target not in the model.
-    ProfilerInputError
+    InputError
         ``batch``/``seq``/``lora_r`` <= 0, or a dtype this host cannot run.
     """
     _validate(
@@ -358,14 +352,14 @@ def profile_model(
     try:
         ref = get_reference(reference_device)
     except KeyError as exc:
-        raise ProfilerInputError(str(exc.args[0])) from None
+        raise InputError(str(exc.args[0])) from None
     from loladeft import models
     from loladeft.config import LoraSettings
 
     spec = models.resolve(model, weights=False)
     targets = spec.default_targets if lora_targets is None else tuple(lora_targets)
     if not targets or not all(targets):
-        raise models.ModelError("lora.targets: give at least one module name")
+        raise models.InputError("lora.targets: give at least one module name")
     lora_settings = LoraSettings(
         r=lora_r, alpha=lora_alpha or 2.0 * lora_r, dropout=0.0, targets=targets
     )
@@ -513,7 +507,7 @@ def _guarded(spec: ModelSpec, meta: bool, fn: Callable[..., Any], *args: Any, **
     except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
         where = "on the meta device (try without --no-timing)" if meta else "on this host"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ProfilerInputError(
+        raise InputError(
             f"model: {spec.name} could not run a step {where}: {first[:200]}"
         ) from None
 
@@ -547,15 +541,13 @@ def _validate(**kw: Any) -> None:
         value = kw[key]
         low = 0 if key == "repeats" else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ProfilerInputError(f"{key}: must be an integer >= {low}, got {value!r}")
+            raise InputError(f"{key}: must be an integer >= {low}, got {value!r}")
     if kw["dtype"] not in DTYPE_BYTES:
-        raise ProfilerInputError(
-            f"dtype: must be one of {', '.join(DTYPE_BYTES)}, got {kw['dtype']!r}"
-        )
+        raise InputError(f"dtype: must be one of {', '.join(DTYPE_BYTES)}, got {kw['dtype']!r}")
     if kw["attn"] not in ("eager", "sdpa"):
-        raise ProfilerInputError(f"attn: must be 'eager' or 'sdpa', got {kw['attn']!r}")
+        raise InputError(f"attn: must be 'eager' or 'sdpa', got {kw['attn']!r}")
     if kw["device"] not in ("cpu", "cuda"):
-        raise ProfilerInputError(f"device: must be 'cpu' or 'cuda', got {kw['device']!r}")
+        raise InputError(f"device: must be 'cpu' or 'cuda', got {kw['device']!r}")
 
 
 def _check_dtype_runs(dtype: str, device: str) -> None:
@@ -563,13 +555,13 @@ def _check_dtype_runs(dtype: str, device: str) -> None:
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise ProfilerInputError("device: cuda requested but torch sees no GPU")
+        raise InputError("device: cuda requested but torch sees no GPU")
     torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
     try:
         a = torch.ones(4, 4, dtype=torch_dtype, device=device, requires_grad=True)
         (a @ a).softmax(-1).sum().backward()
     except (RuntimeError, TypeError) as exc:
-        raise ProfilerInputError(
+        raise InputError(
             f"dtype: {dtype} is not supported on this host's {device} ({exc}); use --no-timing "
             "to count without running"
         ) from None
@@ -590,7 +582,7 @@ def _check_fits(spec: ModelSpec, dtype: str) -> None:
     except (ValueError, OSError, AttributeError):  # pragma: no cover
         return
     if need > total / 2:
-        raise ProfilerInputError(
+        raise InputError(
             f"model: {spec.name} needs about {need / 2**30:.1f} GiB of weights, more than half "
             f"this host's {total / 2**30:.1f} GiB; use --no-timing to count on the meta device"
         )

@@ -1,4 +1,4 @@
-"""A node's side of a DEFT round: report its state, compute one block's gradient.
+"""A node's side of a DEFT round: report its state, compute its blocks' gradients.
 
 The node is device ``k = partition-id`` of the run (``num-partitions`` must equal the run's
 ``K``). It computes with the in-process engine's own functions
@@ -82,14 +82,19 @@ def _state_clock(cfg: Any) -> Any:
     """A clock for the devices' own draws (which need neither the model nor the channel)."""
     key = protocol.encode_config(cfg)
     if key not in _CLOCKS:
+        from loladeft.system.grouping import group_block_costs
         from loladeft.system.scenario import BlockCosts, Scenario
         from loladeft.training.clock import Clock
         from loladeft.training.engine import run_profile
 
+        costs = BlockCosts.from_profile(run_profile(cfg))
+        if cfg.scenario.layers_per_block > 1:  # the run's blocks (only L matters here)
+            costs = group_block_costs(costs, costs.num_blocks // cfg.scenario.layers_per_block)
         scenario = Scenario(
-            BlockCosts.from_profile(run_profile(cfg)),
+            costs,
             num_devices=cfg.scenario.num_devices,
             local_iterations=cfg.scenario.local_iterations,
+            max_blocks_per_device=cfg.scenario.max_blocks_per_device,
         )
         _CLOCKS.clear()  # one run at a time per process
         _CLOCKS[key] = Clock(scenario, cfg.train.seed)
@@ -206,8 +211,26 @@ def _cpu_quota() -> str:
         return ""
 
 
+def carried_depths(deft: Any, num_blocks: int, max_blocks: int) -> list[int]:
+    """The depths a ``train`` message asks for (``depths``, or ``[depth]`` from a server
+    that sends one block), checked: distinct blocks of the model, ascending, at most
+    ``max_blocks`` of them, ``depth`` the deepest."""
+    depth = int(deft["depth"])
+    depths = [int(d) for d in deft["depths"]] if "depths" in deft else [depth]
+    if not depths or len(depths) > max_blocks:
+        raise FieldError(
+            "depths", f"{len(depths)} blocks, the run allows 1 to {max_blocks} per device"
+        )
+    if depths != sorted(set(depths)) or not 1 <= depths[0] <= depths[-1] <= num_blocks:
+        raise FieldError("depths", f"{depths} are not distinct blocks of this model, ascending")
+    if depth != depths[-1]:
+        raise FieldError("depth", f"{depth} is not the deepest of {depths}")
+    return depths
+
+
 def handle_train(message: Any, context: Any) -> Any:
-    """Reply to a ``train``: the scheduled block's (and the head's) gradient."""
+    """Reply to a ``train``: the gradients of the scheduled blocks (one truncated backward
+    pass to the deepest) and the head's."""
     import torch
     from flwr.app import Message, MetricRecord, RecordDict
 
@@ -216,18 +239,19 @@ def handle_train(message: Any, context: Any) -> Any:
     deft = message.content[protocol.DEFT]
     cfg = protocol.decode_config(deft["config"])
     k = partition(context.node_config, cfg)
-    n, depth = int(deft["round"]), int(deft["depth"])
+    n = int(deft["round"])
     trainer = engine(cfg)
-    if not 1 <= depth <= trainer.num_blocks:
-        raise FieldError("depth", f"{depth} is not a block of this model")
+    depths = carried_depths(deft, trainer.num_blocks, cfg.scenario.max_blocks_per_device)
+    depth = depths[-1]
     weights = protocol.get(message.content, protocol.WEIGHTS)
     trainer.set_weights({name: torch.from_numpy(a) for name, a in weights.items()})
     trainer.streams[k].consumed = int(deft["stream-position"])
     t0 = time.perf_counter()
-    update = trainer.device_update(n, depth - 1, k)
+    update = trainer.device_update(n, [d - 1 for d in depths], k)
     seconds = time.perf_counter() - t0
-    names = gradient_names(trainer, depth)
-    grads = dict(zip(names, [*update.block_grads, *update.head_grads], strict=True))
+    names = gradient_names(trainer, depths)
+    tensors = [*(g for d in depths for g in update.block_grads[d - 1]), *update.head_grads]
+    grads = dict(zip(names, tensors, strict=True))
     content = RecordDict()
     protocol.put(content, protocol.GRADIENT, grads)
     result = MetricRecord(
@@ -244,8 +268,10 @@ def handle_train(message: Any, context: Any) -> Any:
     return Message(content, reply_to=message)
 
 
-def gradient_names(trainer: Any, depth: int) -> list[str]:
-    """Names of the block's LoRA parameters at ``depth`` and of the head's, in the order of
-    :class:`~loladeft.training.engine.DeviceUpdate`."""
+def gradient_names(trainer: Any, depths: int | list[int]) -> list[str]:
+    """Names of the LoRA parameters of the block(s) at ``depths`` (in that order) and of the
+    head's, in the order :func:`handle_train` uploads them."""
     names = {id(p): n for n, p in trainer.model.named_parameters()}
-    return [names[id(p)] for p in (*trainer.blocks[depth - 1], *trainer.head)]
+    carried = [depths] if isinstance(depths, int) else depths
+    blocks = [p for d in carried for p in trainer.blocks[d - 1]]
+    return [names[id(p)] for p in (*blocks, *trainer.head)]

@@ -9,11 +9,14 @@ Two exchanges per round (Algorithm 1):
            node loads the model and its data then, not inside round 1's deadline.
 ``train``  server -> each scheduled node: ``weights`` (every LoRA and head parameter, the
            latest model ``phi^(n-1)``) and ``ConfigRecord "deft"`` {``round``, ``depth``,
-           ``config``, ``stream-position``}: the block, through the run settings ``M``, and
-           how many minibatches of its shard the device has used so far. The node answers
-           ``gradient`` (the block's and the head's gradient, averaged over the ``M`` local
-           iterations) and ``MetricRecord "result"`` {``round``, ``depth``,
-           ``partition-id``, ``loss``, ``seconds``} (``seconds``: its compute time).
+           ``depths``, ``config``, ``stream-position``}: the blocks it carries (``depths``,
+           ascending: one block in the paper's model, several with multi-block devices,
+           issue 13) and the deepest of them (``depth``, where its one truncated backward
+           pass stops), through the run settings ``M``, and how many minibatches of its
+           shard the device has used so far. The node answers ``gradient`` (each carried
+           block's and the head's gradient, averaged over the ``M`` local iterations) and
+           ``MetricRecord "result"`` {``round``, ``depth``, ``partition-id``, ``loss``,
+           ``seconds``} (``depth``: the deepest block; ``seconds``: its compute time).
 
 Tensors travel packed (:func:`pack`): one ``ArrayRecord`` holding a single flat array, and a
 ``ConfigRecord`` ``<name>-layout`` with the tensors' names and shapes. Flower stores and
@@ -375,7 +378,7 @@ def check_gradient(
     arrays
         The reply's arrays by name.
     expected
-        ``name -> (shape, dtype)`` of the block's and the head's parameters.
+        ``name -> (shape, dtype)`` of the carried blocks' and the head's parameters.
     max_norm
         Bound on the global L2 norm of the reply.
 

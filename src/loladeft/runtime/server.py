@@ -6,9 +6,9 @@ simulated clock and the result files stay the very same code:
 
 ``device_states``  query every node for its state (compute factor, available memory); the
                    channel is drawn at the server (``Clock.instance`` with the reports);
-``run_devices``    send each scheduled node the latest LoRA weights, its block and the run
-                   settings (``M`` among them) in one ``train`` message, and collect the
-                   block gradients.
+``run_devices``    send each scheduled node the latest LoRA weights, its blocks (one, or
+                   several with multi-block devices) and the run settings (``M`` among them)
+                   in one ``train`` message, and collect the block gradients.
 
 *Faults.* Every field of every reply is validated before use (:mod:`~loladeft.runtime.protocol`:
 the state a node reports; for a gradient the expected node, round and block, names, shapes and
@@ -18,7 +18,9 @@ with an error or an invalid reply, or misses the round's wall-clock deadline, ha
 block is reassigned within the round to the best remaining device, the one not yet used this
 round that holds the block in memory and would finish it soonest with the failed device's
 bandwidth share. With none left the block is skipped this round (its parameters are not
-stepped). Gradients already received are kept.
+stepped). Gradients already received are kept. A failed multi-block device's blocks move
+together to one spare device that holds them all (memory ``b(max A_k) + (|A_k| - 1)
+extra_block_memory``, eq. C3') and would finish them soonest (eq. 7'), or are all skipped.
 
 *Stragglers in virtual time.* With ``straggler_prob > 0`` each scheduled device misses the
 round's virtual deadline (``deadline_factor`` times the planned round latency) with that
@@ -59,7 +61,7 @@ import numpy as np
 
 from loladeft.exceptions import FederationError, InvalidReply
 from loladeft.runtime import protocol
-from loladeft.training.engine import DeviceUpdate, RoundWork, Trainer
+from loladeft.training.engine import DeviceUpdate, RoundWork, Trainer, carried_blocks
 
 #: Key mixed into the straggler draws.
 _STRAGGLE = 0x57A6
@@ -167,12 +169,18 @@ class Pullers:
 
 @dataclass
 class _Job:
-    depth_index: int
+    depth_indices: tuple[int, ...]  # the blocks the device carries, ascending
     device: int
     start: float  # virtual start within the round (0, or the deadline after a failure)
-    share: float  # bandwidth share B_k of the block
+    share: float  # bandwidth share B_k of the device
     wall_deadline: float
     sent: float = math.nan  # wall clock (monotonic) of the push
+
+    @property
+    def blocks(self) -> str:
+        """``block 2`` or ``blocks 1, 2`` (for the log)."""
+        depths = [str(i + 1) for i in self.depth_indices]
+        return f"block{'s' if len(depths) > 1 else ''} {', '.join(depths)}"
 
 
 class FlowerTrainer(Trainer):
@@ -241,10 +249,10 @@ class FlowerTrainer(Trainer):
         flower_patches.apply_server(max_time=self.options.round_timeout, log=self.log)
         super().setup(dev=dev)
         names = {id(p): n for n, p in self.model.named_parameters()}
-        self.expected = [
-            {names[id(p)]: (tuple(p.shape), "float32") for p in (*block, *self.head)}
-            for block in self.blocks
+        self.expected_blocks = [
+            {names[id(p)]: (tuple(p.shape), "float32") for p in block} for block in self.blocks
         ]
+        self.expected_head = {names[id(p)]: (tuple(p.shape), "float32") for p in self.head}
         end = time.monotonic() + self.options.node_wait
         while len(list(self.transport.grid.get_node_ids())) < self.cfg.scenario.num_devices:
             if time.monotonic() > end:
@@ -455,6 +463,7 @@ class FlowerTrainer(Trainer):
         t0 = time.perf_counter()
         opts = self.options
         assignment = [int(k) for k in allocation.assignment]
+        carried = carried_blocks(assignment)
         bandwidth = np.asarray(allocation.bandwidth, dtype=float)
         deadline = opts.deadline_factor * float(allocation.latency)
         if self.edge is not None:  # the emulated cell: this round's OFDMA split
@@ -475,17 +484,17 @@ class FlowerTrainer(Trainer):
         faults = False
         self._round_node_seconds = 0.0
 
-        def dispatch(depth_index: int, k: int, start: float, share: float) -> None:
+        def dispatch(indices: tuple[int, ...], k: int, start: float, share: float) -> None:
             if k not in self.nodes:
-                fail(_Job(depth_index, k, start, share, 0.0), "timeouts", "unavailable")
+                fail(_Job(indices, k, start, share, 0.0), "timeouts", "unavailable")
                 return
             nonlocal first_sent
-            msg = self._train_message(n, depth_index, k, weights)
+            msg = self._train_message(n, indices, k, weights)
             sent = time.monotonic()
             (mid,) = self.transport.push([msg])
             if math.isnan(first_sent):
                 first_sent = sent
-            job = _Job(depth_index, k, start, share, sent + opts.round_timeout, sent)
+            job = _Job(indices, k, start, share, sent + opts.round_timeout, sent)
             if not mid:
                 fail(job, "errors", "message refused by the SuperLink")
                 return
@@ -498,41 +507,46 @@ class FlowerTrainer(Trainer):
             self.faults[kind] += 1
             failed.add(job.device)
             self._account(instance, job, None, math.nan)
-            depth = job.depth_index + 1
-            self.log(f"round {n}: device {job.device} failed block {depth} ({why})")
-            spare = self._replacement(instance, job.depth_index, job.share, used | failed)
+            self.log(f"round {n}: device {job.device} failed {job.blocks} ({why})")
+            spare = self._replacement(instance, job.depth_indices, job.share, used | failed)
             if spare is None:
-                self.faults["skipped_blocks"] += 1
-                self.log(f"round {n}: no device left for block {depth}; skipped this round")
+                self.faults["skipped_blocks"] += len(job.depth_indices)
+                self.log(f"round {n}: no device left for {job.blocks}; skipped this round")
                 return
             used.add(spare)
-            self.faults["reassigned"] += 1
-            self.log(f"round {n}: block {depth} reassigned to device {spare}")
-            dispatch(job.depth_index, spare, max(job.start, deadline), job.share)
+            self.faults["reassigned"] += len(job.depth_indices)
+            self.log(f"round {n}: {job.blocks} reassigned to device {spare}")
+            dispatch(job.depth_indices, spare, max(job.start, deadline), job.share)
 
         stragglers = self._stragglers(n)
-        for depth_index, k in enumerate(assignment):
+        for k, blocks in carried.items():
+            indices = tuple(blocks)
             if stragglers[k]:
-                fail(_Job(depth_index, k, 0.0, bandwidth[k], 0.0), "stragglers", "straggler")
+                fail(_Job(indices, k, 0.0, bandwidth[k], 0.0), "stragglers", "straggler")
                 continue
-            dispatch(depth_index, k, 0.0, bandwidth[k])
+            dispatch(indices, k, 0.0, bandwidth[k])
         while jobs:
             for mid, reply, arrived in pullers.drain(opts.poll_interval):
                 job = jobs.pop(mid, None)
                 if job is None:
                     continue
                 try:
-                    updates[job.depth_index] = self._check_reply(reply, n, job)
+                    update = self._check_reply(reply, n, job)
                 except InvalidReply as exc:
                     kind = "errors" if reply.has_error() else "invalid"
                     fail(job, kind, str(exc))
                     continue
                 last_accepted = arrived
                 self._account(instance, job, reply, arrived - job.sent)
-                finish[job.depth_index] = job.start + float(
-                    instance.J[job.device, job.depth_index]
-                    + instance.block_bits / (job.share * instance.spectral_efficiency[job.device])
+                # eq. (7) / (7'): to the deepest carried block, |A_k| gradients uploaded
+                done_at = job.start + float(
+                    instance.J[job.device, job.depth_indices[-1]]
+                    + len(job.depth_indices)
+                    * instance.block_bits
+                    / (job.share * instance.spectral_efficiency[job.device])
                 )
+                for i in job.depth_indices:
+                    updates[i], finish[i] = update, done_at
             now = time.monotonic()
             for mid in [m for m, j in jobs.items() if now > j.wall_deadline]:
                 pullers.cancel(mid)
@@ -574,14 +588,16 @@ class FlowerTrainer(Trainer):
     def _account(self, instance: Any, job: _Job, reply: Any, elapsed: float) -> None:
         """One scheduled block's row of the round's wall clock; an accepted reply also
         gives its node's link a reading."""
-        k, d = job.device, job.depth_index
+        k, d = job.device, job.depth_indices[-1]  # the deepest carried block sets J
         row: dict[str, Any] = {
             "depth": d + 1,
             "device": k,
             "share_hz": float(job.share),
             "predicted_compute_s": float(instance.J[k, d]),
             "predicted_upload_s": float(
-                instance.block_bits / (job.share * instance.spectral_efficiency[k])
+                len(job.depth_indices)
+                * instance.block_bits
+                / (job.share * instance.spectral_efficiency[k])
             )
             if job.share > 0
             else math.nan,
@@ -607,13 +623,14 @@ class FlowerTrainer(Trainer):
             self._record.rows.append(row)
 
     # -- helpers ----------------------------------------------------------------------
-    def _train_message(self, n: int, depth_index: int, k: int, weights: Any) -> Any:
+    def _train_message(self, n: int, indices: tuple[int, ...], k: int, weights: Any) -> Any:
         from flwr.app import ConfigRecord, Message, RecordDict
 
         deft = ConfigRecord(
             {
                 "round": n,
-                "depth": depth_index + 1,
+                "depth": indices[-1] + 1,
+                "depths": [i + 1 for i in indices],
                 "config": self.config_json,
                 "stream-position": self.streams[k].consumed,
             }
@@ -645,28 +662,42 @@ class FlowerTrainer(Trainer):
         if reply.metadata.src_node_id != self.nodes.get(job.device):
             raise InvalidReply(f"reply from node {reply.metadata.src_node_id}")
         got, loss, seconds = protocol.read_result(reply.content)
-        want = (n, job.depth_index + 1, job.device)
+        want = (n, job.depth_indices[-1] + 1, job.device)
         if got != want:
             raise InvalidReply(f"(round, depth, device) = {got}, expected {want}")
-        expected = self.expected[job.depth_index]
+        expected = self._expected(job.depth_indices)
         arrays = protocol.get(reply.content, protocol.GRADIENT, expected)
         protocol.check_gradient(arrays, expected, self.options.max_grad_norm)
-        tensors = [torch.from_numpy(arrays[name]) for name in expected]
         self.streams[job.device].consumed += self.cfg.scenario.local_iterations  # its M batches
-        nb = len(self.blocks[job.depth_index])
         self._round_node_seconds = max(self._round_node_seconds, seconds)
-        return DeviceUpdate(tensors[:nb], tensors[nb:], loss)
+        block_grads = {
+            i: [torch.from_numpy(arrays[name]) for name in self.expected_blocks[i]]
+            for i in job.depth_indices
+        }
+        head = [torch.from_numpy(arrays[name]) for name in self.expected_head]
+        return DeviceUpdate(block_grads, head, loss)
+
+    def _expected(self, indices: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], str]]:
+        """``name -> (shape, dtype)`` of the gradients a device carrying ``indices`` uploads:
+        each carried block's LoRA parameters and the head's."""
+        out: dict[str, tuple[tuple[int, ...], str]] = {}
+        for i in indices:
+            out.update(self.expected_blocks[i])
+        return out | self.expected_head
 
     def _replacement(
-        self, instance: Any, depth_index: int, share: float, excluded: set[int]
+        self, instance: Any, indices: tuple[int, ...], share: float, excluded: set[int]
     ) -> int | None:
-        """The unused device that holds block ``depth_index`` and finishes it soonest."""
+        """The unused device that holds the blocks ``indices`` (ascending) and finishes them
+        soonest with bandwidth ``share`` (eqs. 7 and C3; with several blocks 7' and C3')."""
         K = instance.num_devices
+        deepest, count = indices[-1], len(indices)
+        need = instance.block_memory[deepest] + (count - 1) * instance.extra_block_memory
         ok = np.array([k not in excluded and k in self.nodes for k in range(K)])
-        ok &= instance.device_memory >= instance.block_memory[depth_index]
+        ok &= instance.device_memory >= need
         if not ok.any():
             return None
-        t = instance.J[:, depth_index] + instance.block_bits / (
+        t = instance.J[:, deepest] + count * instance.block_bits / (
             share * instance.spectral_efficiency
         )
         return int(np.flatnonzero(ok)[np.argmin(t[ok])])

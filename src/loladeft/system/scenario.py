@@ -48,6 +48,28 @@ Other modelling choices
   ``fixed_compute=True`` to draw the factors once per sampled batch of rounds.
 * GB means 10^9 bytes.
 * ``M`` (``local_iterations``) is not stated in the paper; the default is 1.
+
+Compute scale and equal-split rule
+----------------------------------
+Two more choices the paper leaves open set the regime (README, "Regimes"):
+
+* ``compute_scale`` multiplies every ``d(l)``: a continuous stand-in for the unstated
+  sequence length, batch and sustained FLOP/s behind "the Snapdragon 8 Gen 3 anchors the
+  standard local computation capability" (e.g. sequence 512 instead of the profile's 128 on a
+  4.5e13 FLOP/s reference is ``4 x 6.935e11 / 4.5e13 = 0.0616``). Default 1: the profile on
+  the named reference device.
+* ``equal_split`` and ``benchmark_split``: how the equal-bandwidth schemes split ``B``.
+  ``"active"`` gives each of the ``L`` scheduled devices ``B/L``, problem P1's
+  ``SL/(B r_k)`` term and Sec. VI-A-3's "the 12 involved devices equally split the
+  bandwidth budget"; ``"all"`` gives each ``B/K`` as if every one of the ``K`` devices held a
+  share (the ``K - L`` unscheduled shares stay unused), which contradicts that text for BA
+  and is consistent with it for the benchmarks, whose bandwidth the paper does not state.
+  ``equal_split`` applies to the block-allocation schemes of P1 (``ba`` and its exact
+  variants), ``benchmark_split`` to the benchmarks of Sec. VI-A-4 (:data:`BENCHMARK_SCHEMES`);
+  the joint schemes of P2 always share the whole ``B``. A rule is applied by handing the
+  scheme the instance of :meth:`Rounds.instance` with ``split``: its budget is ``B`` under
+  ``"active"`` and ``B L / K`` under ``"all"``, so that its equal share ``budget / L`` is
+  ``B/K`` and every P1 solver optimises, and every result reports, exactly that split.
 """
 
 from __future__ import annotations
@@ -61,12 +83,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from loladeft.exceptions import FieldError
-from loladeft.system.instance import Instance
+from loladeft.system.instance import MULTIBLOCK_DEFAULTS, Instance
 from loladeft.system.latency import compute_latency, spectral_efficiency
 from loladeft.system.reference import DEFAULT_REFERENCE, ReferenceDevice, get_reference
 
 GB = 1e9
 SNR_CONVENTIONS = ("transmit", "received")
+#: Equal-split rules: ``B/L`` over the active devices, or ``B/K`` over all devices.
+SPLIT_RULES = ("active", "all")
+#: The paper's benchmark schemes (Sec. VI-A-4) and the random allocation, whose equal
+#: bandwidth follows ``benchmark_split``.
+BENCHMARK_SCHEMES = frozenset({"comm-aware", "comp-aware", "random"})
+#: Largest |mean received SNR| in dB a scenario accepts (10^300 is far from overflowing).
+MAX_SNR_DB = 3000.0
 
 
 class InvalidScenarioError(FieldError):
@@ -106,12 +135,21 @@ class BlockCosts:
         Length-``L`` ``b(l)`` in bytes.
     block_bits
         ``S``, bits uploaded per block.
+    head_bits
+        Bits of the classification head's gradient, which a device of a training run may
+        upload with its block (``scenario.upload = "block+head"``, :meth:`with_head`); 0 for
+        the simulator's profiles.
     """
 
     model: str
     flops: NDArray[np.float64]
     block_memory: NDArray[np.float64]
     block_bits: float
+    head_bits: float = 0.0
+
+    def with_head(self) -> BlockCosts:
+        """These costs with ``S`` counting the head's gradient too (``S + head_bits``)."""
+        return replace(self, block_bits=self.block_bits + self.head_bits, head_bits=0.0)
 
     @property
     def num_blocks(self) -> int:
@@ -192,6 +230,16 @@ class BlockCosts:
         return cls(str(getattr(profile, "model", "?")), flops, memory, float(bits))
 
 
+def too_few_devices(K: int, L: int, max_blocks_per_device: int = 1) -> str:
+    """Why ``K`` devices cannot hold ``L`` blocks (``K * max_blocks_per_device < L``)."""
+    if max_blocks_per_device == 1:
+        return f"K = {K} is smaller than the L = {L} blocks of the model"
+    return (
+        f"K = {K} devices carrying at most max_blocks_per_device = {max_blocks_per_device} "
+        f"blocks each hold fewer than the L = {L} blocks of the model"
+    )
+
+
 def _positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidScenarioError(name, f"must be a number, got {type(value).__name__}")
@@ -224,7 +272,8 @@ class Scenario:
     costs
         Per-block costs (:class:`BlockCosts`, e.g. from :meth:`BlockCosts.from_profile`).
     num_devices
-        ``K >= L``, devices taking part in every round (paper: 20).
+        ``K >= L`` (``K * max_blocks_per_device >= L``), devices taking part in every round
+        (paper: 20).
     snr_db
         SNR in dB, read according to ``snr_convention`` (paper: 10 dB transmit SNR).
     bandwidth_hz
@@ -246,6 +295,21 @@ class Scenario:
         Reference device (name or :class:`ReferenceDevice`) converting FLOPs to seconds.
     fixed_compute
         Draw ``f_k`` once per batch of rounds instead of every round.
+    max_blocks_per_device
+        Most blocks one device may carry per round, the instance's ``max_blocks_per_device``
+        (issue 13, not in the paper; default 1: the paper's model). ``K`` devices then hold
+        up to ``K * max_blocks_per_device`` blocks, so ``K < L`` is allowed when that is
+        ``>= L``.
+    extra_block_memory
+        Bytes each carried block beyond a device's deepest adds (the instance's
+        ``extra_block_memory``; default 0).
+    compute_scale
+        Factor on every ``d(l)`` (module docstring); default 1.
+    equal_split
+        ``"active"`` (``B/L``, problem P1, default) or ``"all"`` (``B/K``): the equal share of
+        the block-allocation schemes of P1.
+    benchmark_split
+        The same rule for the benchmark schemes (:data:`BENCHMARK_SCHEMES`).
 
     Raises
     ------
@@ -264,6 +328,11 @@ class Scenario:
     memory_gb: tuple[float, float] = (1.0, 6.0)
     reference: str | ReferenceDevice = DEFAULT_REFERENCE
     fixed_compute: bool = False
+    max_blocks_per_device: int = 1
+    extra_block_memory: float = 0.0
+    compute_scale: float = 1.0
+    equal_split: str = "active"
+    benchmark_split: str = "active"
     block_seconds: NDArray[np.float64] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -273,10 +342,13 @@ class Scenario:
         if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
             raise InvalidScenarioError("num_devices", f"must be a positive integer, got {K!r}")
         L = self.costs.num_blocks
-        if K < L:
+        m = self.max_blocks_per_device
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
             raise InvalidScenarioError(
-                "num_devices", f"K = {K} is smaller than the L = {L} blocks of the model"
+                "max_blocks_per_device", f"must be a positive integer, got {m!r}"
             )
+        if K * m < L:
+            raise InvalidScenarioError("num_devices", too_few_devices(K, L, int(m)))
         if (
             isinstance(self.snr_db, bool)
             or not isinstance(self.snr_db, (int, float, np.integer, np.floating))
@@ -306,9 +378,37 @@ class Scenario:
             raise InvalidScenarioError("compute_factor", "low must be > 0")
         set_(self, "memory_gb", _range("memory_gb", self.memory_gb, lower=0))
         set_(self, "reference", ref)
+        set_(self, "max_blocks_per_device", int(m))
+        set_(
+            self,
+            "extra_block_memory",
+            _positive("extra_block_memory", self.extra_block_memory, allow_zero=True),
+        )
+        set_(self, "compute_scale", _positive("compute_scale", self.compute_scale))
+        for name in ("equal_split", "benchmark_split"):
+            if getattr(self, name) not in SPLIT_RULES:
+                raise InvalidScenarioError(
+                    name, f"must be one of {', '.join(SPLIT_RULES)}, got {getattr(self, name)!r}"
+                )
+        self._check_snr_range()
         seconds = self.costs.flops / ref.flops_per_second
+        if self.compute_scale != 1.0:
+            seconds = seconds * self.compute_scale
         seconds.flags.writeable = False
         set_(self, "block_seconds", seconds)
+
+    def _check_snr_range(self) -> None:
+        """Refuse an SNR whose linear mean received value ``10^(snr_db/10)`` (times the path
+        loss under ``"transmit"``) leaves ``[1e-300, 1e300]``: beyond it ``10^(snr_db/10)``
+        overflows to ``inf`` (or the rates underflow to 0) and no round could be computed."""
+        gain_db = 10 * math.log10(self.path_loss) if self.snr_convention == "transmit" else 0.0
+        received_db = self.snr_db + gain_db
+        if not -MAX_SNR_DB <= received_db <= MAX_SNR_DB:
+            raise InvalidScenarioError(
+                "snr_db",
+                f"{self.snr_db:g} dB gives a mean received SNR of {received_db:g} dB, outside "
+                f"the +-{MAX_SNR_DB:g} dB that a float can hold",
+            )
 
     # -- derived ---------------------------------------------------------------------------
 
@@ -327,6 +427,22 @@ class Scenario:
         """Mean received SNR ``E[γ_k]`` under the scenario's convention (linear)."""
         gain = self.path_loss if self.snr_convention == "transmit" else 1.0
         return self.snr_linear * gain
+
+    def split_for(self, scheme: str, *, joint: bool = False) -> str:
+        """The equal-split rule of ``scheme`` (``joint``: a scheme of P2, which shares the
+        whole ``B`` and so gets ``"active"``, the instance's own budget)."""
+        if joint:
+            return "active"
+        return self.benchmark_split if scheme in BENCHMARK_SCHEMES else self.equal_split
+
+    def budget(self, split: str = "active") -> float:
+        """The bandwidth budget handed to a scheme under ``split``: ``B`` (``"active"``) or
+        ``B L / K`` (``"all"``, so that the equal share ``budget / L`` is ``B/K``)."""
+        if split == "active":
+            return self.bandwidth_hz
+        if split == "all":
+            return self.bandwidth_hz * self.num_blocks / self.num_devices
+        raise InvalidScenarioError("split", f"must be one of {', '.join(SPLIT_RULES)}")
 
     def with_(self, **changes: Any) -> Scenario:
         """A copy with some parameters changed (validated again)."""
@@ -349,6 +465,9 @@ class Scenario:
             "compute_factor": list(self.compute_factor),
             "memory_gb": list(self.memory_gb),
             "fixed_compute": self.fixed_compute,
+            "compute_scale": self.compute_scale,
+            "equal_split": self.equal_split,
+            "benchmark_split": self.benchmark_split,
             "reference_device": {
                 "name": ref.name,
                 "flops_per_second": ref.flops_per_second,
@@ -358,6 +477,8 @@ class Scenario:
             "block_flops": self.costs.flops.tolist(),
             "block_seconds": self.block_seconds.tolist(),
             "block_memory_bytes": self.costs.block_memory.tolist(),
+        } | {  # the multi-block settings, where they differ from the paper's model
+            k: getattr(self, k) for k, v in MULTIBLOCK_DEFAULTS.items() if getattr(self, k) != v
         }
 
     # -- sampling --------------------------------------------------------------------------
@@ -432,8 +553,10 @@ class Rounds:
         sc = self.scenario
         return compute_latency(sc.block_seconds, self.compute_factor[i], sc.local_iterations)
 
-    def instance(self, i: int) -> Instance:
-        """Round ``i`` as a scheduling :class:`~loladeft.system.Instance`."""
+    def instance(self, i: int, split: str = "active") -> Instance:
+        """Round ``i`` as a scheduling :class:`~loladeft.system.Instance` whose bandwidth is
+        the budget of the equal-split rule ``split`` (:meth:`Scenario.budget`; ``"active"``:
+        the whole ``B``)."""
         sc = self.scenario
         return Instance(
             J=self.J(i),
@@ -441,7 +564,9 @@ class Rounds:
             device_memory=self.device_memory[i],
             spectral_efficiency=self.spectral_efficiency[i],
             block_bits=sc.costs.block_bits,
-            bandwidth=sc.bandwidth_hz,
+            bandwidth=sc.budget(split),
+            max_blocks_per_device=sc.max_blocks_per_device,
+            extra_block_memory=sc.extra_block_memory,
         )
 
     def instances(self) -> list[Instance]:

@@ -9,11 +9,16 @@ The transformer layers are found with :func:`loladeft.models.find_blocks` (the l
 homogeneous ``ModuleList``), the same function the profiler measures with, so the training
 engine and the profiler agree on what "block ``l``" is.
 
+*Grouped layers* (issue 13, not in the paper): with ``layers_per_block = g`` a block is ``g``
+consecutive layers, block ``l`` holding the layers at depths ``(l - 1) g + 1 .. l g`` (block 1
+still ends at the last layer), as :mod:`loladeft.system.grouping` groups a profile.
+
 *Truncated backward.* :func:`train_only` makes exactly one block's LoRA parameters (and the
 classification head) require a gradient. Autograd then records no graph below block ``l``:
 the layers under it only see tensors that do not require a gradient, so ``loss.backward()``
 stops at block ``l`` by construction (Algorithm 1: "terminate gradient propagation after the
-scheduled block's gradient is obtained").
+scheduled block's gradient is obtained"). A device carrying several blocks makes all of them
+require a gradient: one backward pass, stopping at the deepest, yields every one of them.
 """
 
 from __future__ import annotations
@@ -24,22 +29,35 @@ from typing import Any
 __all__ = ["head_parameters", "lora_parameters_by_depth", "train_only", "trainable_names"]
 
 
-def lora_parameters_by_depth(model: Any) -> list[list[Any]]:
+def lora_parameters_by_depth(model: Any, layers_per_block: int = 1) -> list[list[Any]]:
     """LoRA parameters of each block, in depth order (index 0 = depth 1 = last layer).
 
     Parameters
     ----------
     model
         A PEFT model (or any module whose transformer layers hold ``lora_`` parameters).
+    layers_per_block
+        Consecutive layers per block (module docstring); each block lists its layers'
+        parameters in depth order, the shallowest layer first.
 
     Raises
     ------
-    loladeft.models.ModelError
-        A block holds no LoRA parameter (LoRA not applied to every layer).
+    loladeft.models.InputError
+        A layer holds no LoRA parameter (LoRA not applied to every layer), or
+        ``layers_per_block`` does not divide the number of layers.
     """
+    from loladeft.exceptions import InputError
     from loladeft.models import lora_blocks
 
-    return lora_blocks(model)[::-1]
+    layers = lora_blocks(model)[::-1]
+    g = layers_per_block
+    if g == 1:
+        return layers
+    if g < 1 or len(layers) % g:
+        raise InputError(
+            f"scenario.layers_per_block: {g} does not divide the model's {len(layers)} layers"
+        )
+    return [[p for layer in layers[i : i + g] for p in layer] for i in range(0, len(layers), g)]
 
 
 def head_parameters(model: Any) -> list[Any]:

@@ -23,7 +23,7 @@ file's SHA-256 are checked, the tensors are read with :func:`safetensors.torch.l
 every value is checked against what the run expects (the fresh trainer's own state as a
 template): names, shapes and dtypes of tensors, types of every counter and optimizer setting.
 Anything else (edited JSON, a swapped or truncated tensor file, wrong shapes or types,
-missing keys, an old pickled ``checkpoint.pt``) is a :class:`CheckpointError` in one line.
+missing keys, an old pickled ``checkpoint.pt``) is a :class:`InputError` in one line.
 
 *Writing is atomic*: the tensor file is named by its content hash, so the JSON, written last
 and renamed into place, is the commit; a kill at any point leaves the previous checkpoint
@@ -40,18 +40,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InputError
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "load_weights", "read", "write"]
+__all__ = ["FORMAT", "VERSION", "load_weights", "read", "write"]
 
 FORMAT = "loladeft-checkpoint"
 VERSION = 2
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, a bare pickle
 _FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-
-class CheckpointError(LoladeftError, ValueError):
-    """A checkpoint that cannot be used (unreadable, tampered or malformed); one line."""
 
 
 # ------------------------------------------------------------------ writing
@@ -137,8 +133,8 @@ def write(path: str | Path, state: Mapping[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ reading
-def _fail(path: Path, why: str) -> CheckpointError:
-    return CheckpointError(" ".join(f"resume: {path}: {why}".split()))
+def _fail(path: Path, why: str) -> InputError:
+    return InputError(" ".join(f"resume: {path}: {why}".split()))
 
 
 def _number(value: Any, where: str, *, integer: bool = False, low: float | None = None) -> Any:
@@ -317,7 +313,7 @@ def read(
 
     Raises
     ------
-    CheckpointError
+    InputError
         Anything wrong, in one line (see the module docstring).
     """
     path = Path(path)

@@ -14,11 +14,32 @@ Per-block costs come from the profile of the model being trained
   in the batch), on the reference device;
 * ``b(l)``: weights + activations (scaled the same way) + the block's LoRA parameters and
   gradients, plus the classification head's parameters and gradient;
-* ``S``: **the LoRA parameters of one block plus the classification head's parameters**,
-  32 bits each, counted on the model actually trained. Every scheduled device uploads its
-  block's gradient *and* its gradient of the head (the head sits above every block, so every
-  device's backward pass reaches it at no extra cost); the server averages the ``L`` head
-  gradients. The upload size is thus the same for every block, as the paper's model assumes.
+* ``S``: what a scheduled device uploads, set by ``scenario.upload``:
+
+  - ``"block"`` (default, the paper's S: "24576 tunable parameters within one block, each
+    characterized by 32 bits", Sec. VI-A-1): the LoRA gradient of its block, 32 bits per
+    parameter, counted on the model actually trained;
+  - ``"block+head"``: that plus its gradient of the classification head (the head sits above
+    every block, so every device's backward pass reaches it at no extra cost). For
+    RoBERTa-base the head has ~25x the parameters of one LoRA block, so this makes the
+    uploads ~26x longer.
+
+  The training itself is the same under both (the server averages the ``L`` head gradients
+  it receives); the setting decides what the clock charges for. Before this setting the clock
+  always counted the head: the default changed to the paper's S. The upload size is the same
+  for every block, as the paper's model assumes.
+
+*Fewer devices than blocks* (issue 13, not in the paper):
+
+* grouped layers (``scenario.layers_per_block = g``): a block is ``g`` consecutive layers, and
+  the profile's per-layer costs are grouped by :mod:`loladeft.system.grouping`'s rule,
+  ``d(G) = d(hi)`` and ``b(G) = b(hi)`` with ``hi`` the group's deepest layer; ``S`` is counted
+  on the grouped model (the group's LoRA parameters, plus the head under ``block+head``);
+* multi-block devices (``scenario.max_blocks_per_device``, ``extra_block_memory_gb``): the
+  instances carry both settings, so the schedulers place several blocks on one device and
+  price it with eq. (7'), ``J[k, max A_k] + |A_k| S / (r_k B_k)``. Under ``block+head`` a
+  device uploads one head gradient however many blocks it carries, so eq. (7') (the issue's
+  contract) overstates its upload by ``(|A_k| - 1)`` head gradients: a conservative clock.
 """
 
 from __future__ import annotations
@@ -28,19 +49,15 @@ from typing import Any
 
 import numpy as np
 
-from loladeft.allocation.registry import solve
+from loladeft.allocation.registry import get_scheme, solve
 from loladeft.allocation.result import AllocationResult
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InputError
 from loladeft.system.scenario import BlockCosts, Rounds, Scenario
 
 #: Key mixed into the round seed of the device-state draws.
 _STATES = 0x5CE7
 #: Key mixed into the seed of randomised schemes.
 _SCHEME = 0x5C4E
-
-
-class ClockError(LoladeftError, ValueError):
-    """The scenario or profile behind the clock cannot be used for this run."""
 
 
 @dataclass(frozen=True)
@@ -54,23 +71,44 @@ class ModelCounts:
 
     @property
     def block_bits(self) -> float:
-        """``S``: one block's LoRA gradient plus the head's gradient, in bits."""
-        return float((self.lora_params_per_block + self.head_params) * self.bits_per_param)
+        """The paper's ``S``: one block's LoRA gradient, in bits."""
+        return float(self.lora_params_per_block * self.bits_per_param)
+
+    @property
+    def head_bits(self) -> float:
+        """The head's gradient, in bits (added to ``S`` under ``upload = "block+head"``)."""
+        return float(self.head_params * self.bits_per_param)
 
 
-def block_costs(profile: Any, counts: ModelCounts, batch: int) -> BlockCosts:
+def block_costs(
+    profile: Any, counts: ModelCounts, batch: int, layers_per_block: int = 1
+) -> BlockCosts:
     """The run's :class:`BlockCosts` from a profile (see the module docstring).
+
+    Parameters
+    ----------
+    profile
+        The model's per-layer profile.
+    counts
+        Sizes counted on the model trained, per block (a group of ``layers_per_block``
+        layers).
+    batch
+        The run's per-device batch.
+    layers_per_block
+        Consecutive layers per block; the profile's layers are grouped with
+        :func:`loladeft.system.grouping.group_depth_costs`.
 
     Raises
     ------
-    ClockError
-        The profile has a different number of blocks than the model.
+    InputError
+        The profile has a different number of layers than the model.
     """
     base = BlockCosts.from_profile(profile)
-    if base.num_blocks != counts.num_blocks:
-        raise ClockError(
+    if base.num_blocks != counts.num_blocks * layers_per_block:
+        raise InputError(
             f"profile: {base.model} has {base.num_blocks} blocks but the model trained has "
-            f"{counts.num_blocks}; pass the profile of this model (loladeft profile --model ...)"
+            f"{counts.num_blocks * layers_per_block}; pass the profile of this model "
+            "(loladeft profile --model ...)"
         )
     scale = batch / float(profile.batch)
     act = np.array([d.activation_bytes for d in profile.depths]) * scale
@@ -79,9 +117,14 @@ def block_costs(profile: Any, counts: ModelCounts, batch: int) -> BlockCosts:
     head_bytes = 2 * 4 * counts.head_params  # parameters + gradient, fp32
     memory = weights + act + lora_bytes + head_bytes
     flops = base.flops * scale
+    if layers_per_block > 1:
+        from loladeft.system.grouping import group_depth_costs
+
+        grouped = group_depth_costs(flops, memory, 0.0, counts.num_blocks)
+        flops, memory = grouped.depth_cost, grouped.memory
     flops.flags.writeable = False
     memory.flags.writeable = False
-    return BlockCosts(base.model, flops, memory, counts.block_bits)
+    return BlockCosts(base.model, flops, memory, counts.block_bits, counts.head_bits)
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +172,11 @@ class Clock:
         return float(f[0, device]), float(memory[0, device])
 
     def schedule(self, round_index: int, scheme: str, instance: Any = None) -> AllocationResult:
-        """Solve round ``round_index`` with ``scheme`` (randomised schemes seeded per round)."""
+        """Solve round ``round_index`` with ``scheme`` (randomised schemes seeded per round),
+        under the scheme's equal-split rule (:meth:`Scenario.split_for`: ``B/K`` shares
+        where the scenario says ``"all"``)."""
         inst = self.instance(round_index) if instance is None else instance
+        rule = self.scenario.split_for(scheme, joint=get_scheme(scheme).problem == "P2")
+        if rule != "active":
+            inst = replace(inst, bandwidth=self.scenario.budget(rule))
         return solve(inst, scheme, seed=np.random.default_rng([self.seed, _SCHEME, round_index]))

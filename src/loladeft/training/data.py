@@ -30,11 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from loladeft.exceptions import LoladeftError
-
-
-class DataError(LoladeftError, ValueError):
-    """A task name, data folder or data file that cannot be used."""
+from loladeft.exceptions import InputError
 
 
 @dataclass(frozen=True)
@@ -218,7 +214,7 @@ def get_task(name: str) -> TaskSpec:
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     if key not in TASKS:
-        raise DataError(f"task: unknown task {name!r}; choose one of {', '.join(TASKS)}")
+        raise InputError(f"task: unknown task {name!r}; choose one of {', '.join(TASKS)}")
     return TASKS[key]
 
 
@@ -251,16 +247,16 @@ def _read_tsv(path: Path) -> list[list[str]]:
         with path.open(encoding="utf-8-sig", newline="") as fh:
             return [row for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE) if row]
     except UnicodeDecodeError as exc:
-        raise DataError(f"data: {path} is not UTF-8 text ({exc.reason})") from None
+        raise InputError(f"data: {path} is not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
-        raise DataError(f"data: cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"data: cannot read {path}: {exc.strerror}") from None
 
 
 def _column(path: Path, header: list[str], name: str | int) -> int:
     if isinstance(name, int):
         return name
     if name not in header:
-        raise DataError(
+        raise InputError(
             f"data: {path} has no column {name!r} (wrong TSV layout for this task? "
             f"its header is: {', '.join(header)})"
         )
@@ -272,19 +268,19 @@ def read_tsv_split(task: TaskSpec, path: Path) -> Split:
 
     Raises
     ------
-    DataError
+    InputError
         The file is missing, unreadable, or not in this task's layout (header, column count,
         or a label that is not one of the task's labels).
     """
     if not path.is_file():
-        raise DataError(f"data: {path} does not exist")
+        raise InputError(f"data: {path} does not exist")
     rows = _read_tsv(path)
     if not rows:
-        raise DataError(f"data: {path} is empty")
+        raise InputError(f"data: {path} is empty")
     if task.header is not None or task.name == "mnli":
         header = [h.strip() for h in rows[0]]
         if task.header is not None and tuple(header[: len(task.header)]) != task.header:
-            raise DataError(
+            raise InputError(
                 f"data: {path} does not have the {task.folder} header "
                 f"({', '.join(task.header)}); got: {', '.join(header[:6])} - wrong TSV layout"
             )
@@ -301,7 +297,7 @@ def read_tsv_split(task: TaskSpec, path: Path) -> Split:
     labels: list[Any] = []
     for n, row in enumerate(rows, start=2 if header else 1):
         if len(row) < width or (not header and len(row) != width):
-            raise DataError(
+            raise InputError(
                 f"data: {path} line {n} has {len(row)} columns, expected {width} "
                 f"(wrong TSV layout for {task.folder}?)"
             )
@@ -311,7 +307,7 @@ def read_tsv_split(task: TaskSpec, path: Path) -> Split:
         if ib is not None:
             text_b.append(row[ib])
     if not labels:
-        raise DataError(f"data: {path} has no data rows")
+        raise InputError(f"data: {path} has no data rows")
     dtype = np.float64 if task.is_regression else np.int64
     return Split(
         text_a, text_b if ib is not None else None, np.asarray(labels, dtype=dtype), str(path)
@@ -321,7 +317,7 @@ def read_tsv_split(task: TaskSpec, path: Path) -> Split:
 def _parse_label(task: TaskSpec, raw: str, path: Path, line: int) -> Any:
     if task.label_names is not None:
         if raw not in task.label_names:
-            raise DataError(
+            raise InputError(
                 f"data: {path} line {line}: label {raw!r} is not one of "
                 f"{', '.join(task.label_names)} (wrong TSV layout?)"
             )
@@ -329,14 +325,14 @@ def _parse_label(task: TaskSpec, raw: str, path: Path, line: int) -> Any:
     try:
         value = float(raw) if task.is_regression else int(raw)
     except ValueError:
-        raise DataError(
+        raise InputError(
             f"data: {path} line {line}: label {raw!r} is not "
             f"{'a number' if task.is_regression else 'a class index'} (wrong TSV layout?)"
         ) from None
     if not task.is_regression and not 0 <= value < task.num_labels:
-        raise DataError(f"data: {path} line {line}: label {value} out of range")
+        raise InputError(f"data: {path} line {line}: label {value} out of range")
     if task.is_regression and not abs(value) <= MAX_REGRESSION_LABEL:  # also nan, inf
-        raise DataError(f"data: {path} line {line}: label {raw!r} {_NOT_FINITE}")
+        raise InputError(f"data: {path} line {line}: label {raw!r} {_NOT_FINITE}")
     return value
 
 
@@ -359,7 +355,7 @@ def load_task(task: str | TaskSpec, data_dir: str | Path | None = None) -> TaskD
 
     Raises
     ------
-    DataError
+    InputError
         Unknown task, missing folder or file, or a file in the wrong layout.
     """
     spec = task if isinstance(task, TaskSpec) else get_task(task)
@@ -367,13 +363,13 @@ def load_task(task: str | TaskSpec, data_dir: str | Path | None = None) -> TaskD
         return _load_hf(spec)
     root = Path(data_dir)
     if not root.is_dir():
-        raise DataError(f"data-dir: {root} is not a folder")
+        raise InputError(f"data-dir: {root} is not a folder")
     folder = root / spec.folder
     if not folder.is_dir():
         if (root / "train.tsv").is_file():
             folder = root
         else:
-            raise DataError(f"data-dir: {root} has no {spec.folder}/ folder for task {spec.name}")
+            raise InputError(f"data-dir: {root} has no {spec.folder}/ folder for task {spec.name}")
     train = read_tsv_split(spec, folder / "train.tsv")
     dev = tuple(read_tsv_split(spec, folder / name) for name in spec.dev_files)
     return TaskData(spec, train, dev)
@@ -383,14 +379,14 @@ def _load_hf(spec: TaskSpec) -> TaskData:  # pragma: no cover - needs the networ
     try:
         import datasets
     except ImportError:
-        raise DataError(
+        raise InputError(
             "data-dir: not given and the 'datasets' package is not installed; pass --data-dir "
             "with GLUE TSV files (e.g. ../shared/data/glue)"
         ) from None
     try:
         ds = datasets.load_dataset("glue", spec.name)
     except Exception as exc:
-        raise DataError(
+        raise InputError(
             f"data-dir: could not download glue/{spec.name} ({type(exc).__name__}); pass "
             "--data-dir with GLUE TSV files to run offline"
         ) from None
@@ -402,7 +398,7 @@ def _load_hf(spec: TaskSpec) -> TaskData:  # pragma: no cover - needs the networ
         labels = np.asarray(part["label"], dtype=dtype)
         if spec.is_regression and not np.all(np.abs(labels) <= MAX_REGRESSION_LABEL):
             row = int(np.argmin(np.abs(labels) <= MAX_REGRESSION_LABEL))
-            raise DataError(f"data: hf:glue/{spec.name}/{name} row {row}: label {_NOT_FINITE}")
+            raise InputError(f"data: hf:glue/{spec.name}/{name} row {row}: label {_NOT_FINITE}")
         return Split(
             list(part[fa]),
             None if fb is None else list(part[fb]),
@@ -478,7 +474,7 @@ class BatchStream:
 
     def __init__(self, rows: NDArray[np.intp], batch: int, seed: int, key: int) -> None:
         if len(rows) < batch:
-            raise DataError(
+            raise InputError(
                 f"batch: {batch} samples per batch but a shard holds only {len(rows)} rows; "
                 "use fewer devices or a smaller batch"
             )

@@ -11,6 +11,16 @@ One DEFT round ``n`` (Algorithm 1)::
     server: g(head) = mean over the L devices; Adam step on every block, eq. (6)
     clock  += alloc.latency                      # the scheme's round latency (eqs. 7-8)
 
+*Fewer devices than blocks* (issue 13, not in the paper). With ``scenario.layers_per_block
+= g`` a block is ``g`` consecutive layers
+(:func:`~loladeft.training.blocks.lora_parameters_by_depth`). With
+``scenario.max_blocks_per_device > 1`` the scheme may give one device several blocks ``A_k``;
+that device makes one truncated backward pass to its deepest block with every carried block's
+LoRA (and the head) requiring a gradient, which yields all of them on the way
+(:func:`device_gradients`), and uploads each carried block's gradient and one head gradient.
+The head gradient is averaged over the *devices* that delivered, each block still takes its
+own gradient (eq. 6). With one block per device this is the round above, bit for bit.
+
 All devices start the round from the same parameters ``phi^(n-1)`` (they "fetch the latest
 model"), so simulating them one after the other is exact. The server's optimizer is the same
 AdamW, learning-rate schedule and hyperparameters as the centralized baseline, with one
@@ -44,7 +54,7 @@ import numpy as np
 
 from loladeft.allocation.result import AllocationResult
 from loladeft.config import Config, build
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InputError, LoladeftError, RunError
 
 #: Key of the centralized baseline's batch stream (devices use 0..K-1).
 _CENTRAL_KEY = 1 << 20
@@ -52,32 +62,19 @@ _CENTRAL_KEY = 1 << 20
 _DROPOUT = 0xD40
 
 
-class ResumeError(LoladeftError, ValueError):
-    """A checkpoint that does not belong to this run."""
-
-
-class NonFiniteError(LoladeftError, ArithmeticError):
-    """A loss or gradient that is not finite: the run stops before the parameters are
-    stepped, keeping what it wrote (``metrics.csv``, the last checkpoint)."""
-
-
-class TrainingError(LoladeftError, RuntimeError):
-    """A run that ended without training anything (every round skipped)."""
-
-
 def check_finite(n: int, where: str, loss: float, grads: Sequence[Any]) -> None:
-    """Raise :class:`NonFiniteError` (one line) unless the loss and every gradient of round
+    """Raise :class:`RunError` (one line) unless the loss and every gradient of round
     ``n`` are finite; ``where`` names the computation (a device and block, or the step)."""
     import torch
 
     if not math.isfinite(loss):
-        raise NonFiniteError(
+        raise RunError(
             f"train: round {n}: non-finite loss ({loss}) {where}; the run stops here "
             "(the files written so far and the last checkpoint are kept)"
         )
     for g in grads:
         if not bool(torch.isfinite(g).all()):
-            raise NonFiniteError(
+            raise RunError(
                 f"train: round {n}: non-finite gradient {where}; the run stops here "
                 "(the files written so far and the last checkpoint are kept)"
             )
@@ -99,6 +96,8 @@ def device_gradient(
     seed: int | None = None,
 ) -> tuple[list[Any], list[Any], float]:
     """One device's work in a round: the gradient of one block (and of the head).
+
+    :func:`device_gradients` with the one block ``block``.
 
     Parameters
     ----------
@@ -126,11 +125,49 @@ def device_gradient(
     Only ``block`` and ``head`` require a gradient while the device computes, so autograd
     keeps no graph below the block and the backward pass stops there (Algorithm 1).
     """
+    grads, head_grads, loss = device_gradients(model, [block], head, batches, precision, seed)
+    return grads[0], head_grads, loss
+
+
+def device_gradients(
+    model: Any,
+    blocks: Sequence[Sequence[Any]],
+    head: Sequence[Any],
+    batches: Sequence[dict[str, Any]],
+    precision: str = "fp32",
+    seed: int | None = None,
+) -> tuple[list[list[Any]], list[Any], float]:
+    """A multi-block device's work in a round: the gradients of every block it carries (and
+    of the head) from one truncated backward pass per minibatch (issue 13).
+
+    Parameters
+    ----------
+    model
+        The PEFT model, holding the latest parameters.
+    blocks
+        LoRA parameters of each carried block (any order).
+    head, batches, precision, seed
+        As in :func:`device_gradient`.
+
+    Returns
+    -------
+    block_grads, head_grads, loss
+        One list of gradients per block of ``blocks`` (same order) and the head's, averaged
+        over the ``M`` local iterations, and the mean loss.
+
+    Notes
+    -----
+    Every carried block's parameters and the head's require a gradient, no other: autograd
+    keeps no graph below the deepest carried block, so the pass stops there, and the
+    gradient of each block is the one a single-block pass to that block computes (the
+    forward pass, dropout included, is the same; ``requires_grad`` only decides where the
+    backward pass stops).
+    """
     import torch
 
     from loladeft.training.blocks import train_only
 
-    params = [*block, *head]
+    params = [*(p for block in blocks for p in block), *head]
     train_only(model, params)
     for p in params:
         p.grad = None
@@ -143,7 +180,7 @@ def device_gradient(
             loss = model(**batch).loss
         (loss / m).backward()
         total += float(loss.detach())
-    block_grads = [p.grad.detach().clone() for p in block]
+    block_grads = [[p.grad.detach().clone() for p in block] for block in blocks]
     head_grads = [p.grad.detach().clone() for p in head]
     for p in params:
         p.grad = None
@@ -238,26 +275,43 @@ class RoundLog:
 
 @dataclass
 class DeviceUpdate:
-    """What one scheduled device uploads in a round: its block's gradient and the head's,
-    both averaged over the ``M`` local iterations, and its mean training loss."""
+    """What one scheduled device uploads in a round: the gradient of each block it carries
+    and its gradient of the head, averaged over the ``M`` local iterations, and its mean
+    training loss.
 
-    block_grads: list[Any]
+    ``block_grads[i]`` holds the LoRA gradients of the block at depth ``i + 1`` (one key in
+    the paper's model; one per carried block with multi-block devices).
+    """
+
+    block_grads: dict[int, list[Any]]
     head_grads: list[Any]
     loss: float
+
+    @property
+    def depths(self) -> list[int]:
+        """Depths (1-based, ascending) of the blocks carried."""
+        return sorted(i + 1 for i in self.block_grads)
 
 
 @dataclass
 class RoundWork:
     """The devices' work of one round as the server received it.
 
-    ``updates[i]`` is the update of the block at depth ``i + 1``, or ``None`` when no device
-    delivered it (the block is skipped this round: its parameters are not stepped).
-    ``latency`` is the driver scheme's round latency as realised (a runtime that reassigns
-    blocks after faults reports a longer one than the plan's).
+    ``updates[i]`` is the update of the device that computed the block at depth ``i + 1``
+    (holding ``block_grads[i]``), or ``None`` when no device delivered it (the block is
+    skipped this round: its parameters are not stepped). A device carrying several blocks
+    appears, as one object, at each of its blocks' positions. ``latency`` is the driver
+    scheme's round latency as realised (a runtime that reassigns blocks after faults
+    reports a longer one than the plan's).
     """
 
     updates: list[DeviceUpdate | None]
     latency: float
+
+    def devices(self) -> list[DeviceUpdate]:
+        """The distinct updates received (one per device that delivered), in depth order of
+        their shallowest block."""
+        return list({id(u): u for u in self.updates if u is not None}.values())
 
 
 class Trainer:
@@ -301,7 +355,7 @@ class Trainer:
         # the profile and K >= L are checked before the (slow) model load
         profile = None if cfg.train.centralized else run_profile(cfg)
         self.model, self.tokenizer = build_model(cfg, task.num_labels)
-        self.blocks = lora_parameters_by_depth(self.model)
+        self.blocks = lora_parameters_by_depth(self.model, cfg.scenario.layers_per_block)
         self.head = head_parameters(self.model)
         self.params = [p for b in self.blocks for p in b] + list(self.head)
         self.num_blocks = len(self.blocks)
@@ -333,8 +387,8 @@ class Trainer:
             ]
             lora_per_block = sum(p.numel() for p in self.blocks[0])
             counts = ModelCounts(self.num_blocks, lora_per_block, sum(p.numel() for p in self.head))
-            costs = block_costs(profile, counts, cfg.train.batch)
-            self.clock = Clock(cfg.scenario.scenario(costs), cfg.train.seed)
+            costs = block_costs(profile, counts, cfg.train.batch, cfg.scenario.layers_per_block)
+            self.clock = Clock(cfg.scenario.scenario(costs, grouped=True), cfg.train.seed)
         self.optimizer, self.scheduler = make_optimizer(self.blocks, self.head, cfg)
         self.precision = resolve_precision(cfg.train.precision)
         self.torch_threads = torch.get_num_threads()
@@ -378,28 +432,32 @@ class Trainer:
         assert self.clock is not None
         return self.clock.instance(n)
 
-    def device_update(self, n: int, depth_index: int, device: int) -> DeviceUpdate:
+    def device_update(self, n: int, depth_index: int | Sequence[int], device: int) -> DeviceUpdate:
         """Device ``device``'s work in round ``n``: the gradient of the block at depth
-        ``depth_index + 1`` over ``M`` minibatches of its own shard (Algorithm 1)."""
+        ``depth_index + 1`` (or of each block of a list of depth indices, from one truncated
+        backward pass, :func:`device_gradients`) over ``M`` minibatches of its own shard
+        (Algorithm 1)."""
+        indices = sorted({int(i) for i in np.atleast_1d(depth_index)})
         batches = [self._batch(device) for _ in range(self.cfg.scenario.local_iterations)]
-        g_block, g_head, loss = device_gradient(
+        g_blocks, g_head, loss = device_gradients(
             self.model,
-            self.blocks[depth_index],
+            [self.blocks[i] for i in indices],
             self.head,
             batches,
             self.precision,
             seed=_seed(self.cfg.train.seed, _DROPOUT, n, device),
         )
-        return DeviceUpdate(g_block, g_head, loss)
+        return DeviceUpdate(dict(zip(indices, g_blocks, strict=True)), g_head, loss)
 
     def run_devices(self, n: int, instance: Any, allocation: AllocationResult) -> RoundWork:
         """Every scheduled device's update (in process: one after the other, all from the same
         parameters, which is exact). The Flower runtime sends them to its nodes instead."""
         assert allocation.assignment is not None
-        updates: list[DeviceUpdate | None] = [
-            self.device_update(n, depth_index, int(device))
-            for depth_index, device in enumerate(allocation.assignment)
-        ]
+        updates: list[DeviceUpdate | None] = [None] * len(allocation.assignment)
+        for device, indices in carried_blocks(allocation.assignment).items():
+            update = self.device_update(n, indices, device)
+            for i in indices:
+                updates[i] = update
         return RoundWork(updates, float(allocation.latency))
 
     def _deft_round(self, n: int) -> RoundLog:
@@ -424,26 +482,28 @@ class Trainer:
             self.log(f"round {n}: infeasible ({driver.reason}); skipped")
             return skipped
         work = self.run_devices(n, inst, driver)
-        for depth_index, update in enumerate(work.updates):
-            if update is not None:
-                check_finite(
-                    n,
-                    f"from the device of the block at depth {depth_index + 1}",
-                    update.loss,
-                    [*update.block_grads, *update.head_grads],
-                )
-        received = [u for u in work.updates if u is not None]
+        received = work.devices()
+        for update in received:
+            depths = update.depths
+            check_finite(
+                n,
+                f"from the device of the block at depth {depths[0]}"
+                if len(depths) == 1
+                else f"from the device of the blocks at depths {', '.join(map(str, depths))}",
+                update.loss,
+                [*(g for d in depths for g in update.block_grads[d - 1]), *update.head_grads],
+            )
         if not received:
             self.log(f"round {n}: no device delivered its block; skipped")
             return skipped
         # eq. (6): each block's own gradient; the head's averaged over the devices that
-        # delivered (all L of them unless a runtime lost some)
+        # delivered (all scheduled devices unless a runtime lost some)
         grads: list[Any] = []
         for depth_index, update in enumerate(work.updates):
             if update is None:
                 grads.extend([None] * len(self.blocks[depth_index]))
             else:
-                grads.extend(update.block_grads)
+                grads.extend(update.block_grads[depth_index])
         head_sum = received[0].head_grads
         for u in received[1:]:
             head_sum = [a + b for a, b in zip(head_sum, u.head_grads, strict=True)]
@@ -541,7 +601,7 @@ class Trainer:
 
         Raises
         ------
-        ResumeError
+        InputError
             Unreadable, tampered or malformed checkpoint, or one written for different
             settings (one line).
         """
@@ -552,14 +612,11 @@ class Trainer:
         from loladeft.training import checkpoint
 
         fields = {f.name: str(f.type) for f in dataclasses.fields(RoundLog)}
-        try:
-            state = checkpoint.read(path, self.state(), self.params, fields)
-        except checkpoint.CheckpointError as exc:
-            raise ResumeError(str(exc)) from None
+        state = checkpoint.read(path, self.state(), self.params, fields)
         try:  # settings added since the checkpoint was written take their defaults
             saved = build(state.get("config", {})).run_dict()
         except LoladeftError as exc:
-            raise ResumeError(f"resume: {path}: {exc}") from None
+            raise InputError(f"resume: {path}: {exc}") from None
         now = self.cfg.run_dict()
         diff = sorted(
             f"{table}.{k}"
@@ -568,7 +625,7 @@ class Trainer:
             if saved[table].get(k) != now[table].get(k)
         )
         if diff:
-            raise ResumeError(
+            raise InputError(
                 f"resume: {path} was written with different settings ({', '.join(diff)}); "
                 "use the same options or another --out"
             )
@@ -619,24 +676,56 @@ def _seed(*parts: int) -> int:
     )
 
 
+def carried_blocks(assignment: Sequence[int]) -> dict[int, list[int]]:
+    """``device -> depth indices of the blocks it carries`` (ascending) from an allocation's
+    ``assignment`` (block -> device), devices in depth order of their shallowest block."""
+    out: dict[int, list[int]] = {}
+    for depth_index, device in enumerate(assignment):
+        out.setdefault(int(device), []).append(depth_index)
+    return out
+
+
 def run_profile(cfg: Config) -> Any:
     """The profile of a DEFT run (``--profile`` or the model's builtin), checked against
-    its ``K`` devices.
+    its ``K`` devices: ``L`` blocks of ``layers_per_block`` layers, at most
+    ``max_blocks_per_device`` of them on one device.
 
     Raises
     ------
     LoladeftError
-        No usable profile, or ``K`` smaller than the model's ``L`` blocks.
+        No usable profile, ``layers_per_block`` not dividing the layers, ``K`` devices
+        too few for the ``L`` blocks (``K * max_blocks_per_device < L``), or, with
+        ``max_blocks_per_device > 1``, a clock scheme that cannot schedule multi-block
+        devices.
     """
+    from loladeft.allocation.multiblock import MULTIBLOCK_SCHEMES
+    from loladeft.exceptions import InputError
     from loladeft.profiling.profile import load_profile
-    from loladeft.system.scenario import InvalidScenarioError
+    from loladeft.system.scenario import InvalidScenarioError, too_few_devices
 
-    profile = load_profile(cfg.scenario.profile or default_profile(cfg.train.model))
-    if cfg.scenario.num_devices < profile.num_blocks:
+    sc = cfg.scenario
+    if sc.max_blocks_per_device > 1:
+        for key, names in (
+            ("train.scheme", (cfg.train.scheme,)),
+            ("train.shared_schemes", cfg.train.shared_schemes),
+        ):
+            other = next((s for s in names if s not in MULTIBLOCK_SCHEMES), None)
+            if other is not None:
+                raise InputError(
+                    f"{key}: {other} cannot schedule multi-block devices "
+                    f"(scenario.max_blocks_per_device = {sc.max_blocks_per_device}); use "
+                    f"{', '.join(MULTIBLOCK_SCHEMES)}"
+                )
+    profile = load_profile(sc.profile or default_profile(cfg.train.model))
+    layers = profile.num_blocks
+    if layers % sc.layers_per_block:
         raise InvalidScenarioError(
-            "num_devices",
-            f"K = {cfg.scenario.num_devices} is smaller than the L = {profile.num_blocks} "
-            "blocks of the model",
+            "layers_per_block", f"{sc.layers_per_block} does not divide the model's {layers} layers"
+        )
+    L = layers // sc.layers_per_block
+    if sc.num_devices * sc.max_blocks_per_device < L:
+        raise InvalidScenarioError(
+            "num_devices", too_few_devices(sc.num_devices, L, sc.max_blocks_per_device)
         )
     return profile
 
@@ -644,13 +733,13 @@ def run_profile(cfg: Config) -> Any:
 def default_profile(model: str) -> str:
     """Builtin profile of a model name (:func:`loladeft.models.builtin_profile`), or an
     error asking for ``--profile``."""
+    from loladeft.exceptions import InputError
     from loladeft.models import builtin_profile
-    from loladeft.training.clock import ClockError
 
     name = builtin_profile(model)
     if name is not None:
         return name
-    raise ClockError(
+    raise InputError(
         f"profile: no builtin profile for model {model!r}; measure one with "
         f"'loladeft profile --model {model} --out P.json' and pass --profile P.json"
     )

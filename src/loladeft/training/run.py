@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from loladeft.config import Config
-from loladeft.exceptions import LoladeftError
+from loladeft.exceptions import InputError
 from loladeft.results import strict_json
 from loladeft.results import write_manifest as write_manifest_file
 
@@ -61,11 +61,6 @@ OLD_CHECKPOINT = "checkpoint.pt"
 RESULT_FILES = ("metrics.csv", "manifest.json", CHECKPOINT, OLD_CHECKPOINT)
 
 
-class OutputError(LoladeftError, ValueError):
-    """The output folder cannot be used (it holds another run and --resume was not given,
-    it cannot be written, or --resume finds nothing to continue)."""
-
-
 def check_out_dir(out: Path, resume: bool, cfg: Config | None = None) -> None:
     """Check the output folder before any work (nothing is created here).
 
@@ -81,27 +76,27 @@ def check_out_dir(out: Path, resume: bool, cfg: Config | None = None) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise OutputError(f"out: {existing} exists and is not a folder")
+        raise InputError(f"out: {existing} exists and is not a folder")
     try:  # a real write probe: os.access says yes to root on a read-only file system
         tempfile.TemporaryDirectory(dir=existing, prefix=".loladeft-probe-").cleanup()
     except OSError as exc:
-        raise OutputError(f"out: cannot write into {existing} ({exc.strerror or exc})") from None
+        raise InputError(f"out: cannot write into {existing} ({exc.strerror or exc})") from None
     if not out.is_dir():
         return
     found = [f for f in RESULT_FILES if (out / f).exists()]
     if not resume and found:
-        raise OutputError(
+        raise InputError(
             f"out: {out} already holds a run ({', '.join(found)}); pass --resume to "
             "continue it or choose another --out"
         )
     if resume and CHECKPOINT not in found:
         if OLD_CHECKPOINT in found:
-            raise OutputError(
+            raise InputError(
                 f"resume: {out / OLD_CHECKPOINT} is an old pickle checkpoint, which loladeft "
                 "never loads (it could run code); rerun without --resume into another --out"
             )
         if found and not (cfg is not None and _same_run(out, cfg)):
-            raise OutputError(
+            raise InputError(
                 f"resume: {out} holds a run's files ({', '.join(found)}) but no {CHECKPOINT} "
                 "to continue from; choose another --out"
             )
@@ -199,8 +194,9 @@ def write_manifest(path: Path, trainer: Any, extra: dict[str, Any]) -> None:
             "blocks": trainer.num_blocks,
             "lora_params_per_block": sum(p.numel() for p in trainer.blocks[0]),
             "head_params": sum(p.numel() for p in trainer.head),
-            "head_training": "every scheduled device uploads its head gradient with its block's; "
-            "the server averages the L head gradients (S counts both)",
+            "head_training": "every scheduled device sends its head gradient with its block's; "
+            "the server averages the L head gradients (the clock's S counts the head only with "
+            "scenario.upload = block+head)",
             "centralized_batch": cfg.scenario.local_iterations * cfg.train.batch,
         },
         "scenario": None if clock is None else clock.scenario.describe(),
@@ -378,9 +374,9 @@ def train(
         },
     )
     if stepped == 0:
-        from loladeft.training.engine import TrainingError
+        from loladeft.exceptions import RunError
 
-        raise TrainingError(
+        raise RunError(
             f"train: none of the {trainer.round} rounds stepped any parameter (every round "
             "was infeasible or no device delivered its block); the run is not complete"
         )

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_medium_instance
+from helpers.instances import make_medium_instance
+from helpers.reference import brute_force_p1, brute_force_p2, recompute_latency
 from loladeft.allocation.registry import SCHEMES, solve
 from loladeft.system.instance import Instance, check_allocation
-from reference import brute_force_p1, brute_force_p2, recompute_latency
 
 ALL_SCHEMES = tuple(SCHEMES)
 P1_SCHEMES = tuple(n for n, s in SCHEMES.items() if s.problem == "P1")

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from loladeft.exceptions import LoladeftError
-from loladeft.profiling import InvalidProfileError, Profile, ProfileNotFoundError, load_profile
+from loladeft.exceptions import InputError, LoladeftError
+from loladeft.profiling import InvalidProfileError, Profile, load_profile
 from loladeft.profiling.analytic import (
     SHAPES,
     analytic_profile,
@@ -78,7 +78,7 @@ def test_not_json_and_missing(tmp_path) -> None:
     path.write_text("{not json")
     with pytest.raises(InvalidProfileError, match="not valid JSON"):
         load_profile(path)
-    with pytest.raises(ProfileNotFoundError, match="neither a builtin"):
+    with pytest.raises(InputError, match="neither a builtin"):
         load_profile("no-such-model")
 
 

@@ -74,6 +74,10 @@ def test_simulate_writes_files_and_summary(config, tmp_path):
         "ci95_s",
         "rounds",
         "infeasible_rounds",
+        "median_latency_s",
+        "q25_latency_s",
+        "q75_latency_s",
+        "heavy_tail",
     ]
     assert len(rows) == 1 + 2 * 6
     manifest = json.loads((out / "manifest.json").read_text())
@@ -187,6 +191,7 @@ def test_print_config_is_the_effective_configuration(config):
         "schemes",
         "out",
         "workers",
+        "stat",
         "scenario",
         "sweeps",
     }

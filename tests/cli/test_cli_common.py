@@ -158,7 +158,7 @@ def test_profile_takes_the_model_familys_lora_targets_unless_given(tmp_path, mon
 
     def fake(model, **kw):
         seen.append(kw["lora_targets"])
-        raise profiler.ProfilerInputError("stop here")
+        raise profiler.InputError("stop here")
 
     monkeypatch.setattr(profiler, "profile_model", fake)
     path = tmp_path / "c.toml"

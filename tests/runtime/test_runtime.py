@@ -26,14 +26,14 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("flwr")
 
-from flower_fakes import FakeGrid  # noqa: E402
+from helpers.flower_fakes import FakeGrid  # noqa: E402
+from helpers.tiny import tiny_config  # noqa: E402
 from loladeft.exceptions import FieldError  # noqa: E402
 from loladeft.runtime import protocol  # noqa: E402
 from loladeft.runtime.server import FlowerTrainer  # noqa: E402
 from loladeft.training.engine import Trainer  # noqa: E402
-from tiny import tiny_config  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.flower]
 
 K = 5
 

@@ -23,10 +23,10 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("sklearn")
 
+from helpers.tiny import NUM_LAYERS, tiny_config  # noqa: E402
 from loladeft.training.engine import Trainer, device_gradient, full_gradient  # noqa: E402
 from loladeft.training.metrics import task_metrics  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
-from tiny import NUM_LAYERS, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -144,10 +144,12 @@ def test_clock_is_the_schemes_round_latency(tiny):
     rec = trainer.step()
     inst = trainer.clock.instance(1)
     assert rec.latency["ba"] == solve(inst, "ba").latency
-    # S counts one block's LoRA parameters and the head, 32 bits each
+    # S is the paper's: one block's LoRA parameters, 32 bits each (scenario.upload = block)
     lora = sum(p.numel() for p in trainer.blocks[0])
     head = sum(p.numel() for p in trainer.head)
-    assert inst.block_bits == 32 * (lora + head)
+    assert inst.block_bits == 32 * lora
+    both = Trainer(_cfg(tiny, scheme="ba").updated({"scenario.upload": "block+head"})).setup()
+    assert both.clock.instance(1).block_bits == 32 * (lora + head)
 
 
 def test_evaluate_matches_sklearn_on_the_models_predictions(tiny):
@@ -226,10 +228,10 @@ def test_killed_run_resumes_bit_identically(tiny, tmp_path):
 
 
 def test_resume_refuses_other_settings(tiny, tmp_path):
-    from loladeft.training.engine import ResumeError
+    from loladeft.exceptions import InputError
 
     train(_cfg(tiny, rounds=1, eval_every=1), tmp_path / "run")
-    with pytest.raises(ResumeError, match="lr"):
+    with pytest.raises(InputError, match="lr"):
         train(_cfg(tiny, rounds=1, eval_every=1, lr=1e-3), tmp_path / "run", resume=True)
 
 
@@ -333,7 +335,7 @@ def test_centralized_baseline_uses_m_times_batch(tiny, tmp_path):
     assert {r["mode"] for r in rows} == {"centralized"} and rows[-1]["sim_time_s"] == ""
 
 
-GLUE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue"
+GLUE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue"
 
 
 @pytest.mark.skipif(not GLUE.is_dir(), reason="no GLUE TSV folder at ../shared/data/glue")
@@ -387,7 +389,8 @@ def test_auto_precision_resolves_to_a_supported_one(tiny):
 # ----------------------------------------------------------------------- hardening (issue 14)
 @pytest.mark.parametrize("label", ["nan", "inf", "-inf", "1e308", "NaN"])
 def test_non_finite_or_huge_regression_label_is_refused(tmp_path, label):
-    from loladeft.training.data import DataError, load_task
+    from loladeft.exceptions import InputError
+    from loladeft.training.data import load_task
 
     folder = tmp_path / "glue" / "STS-B"
     folder.mkdir(parents=True)
@@ -395,14 +398,14 @@ def test_non_finite_or_huge_regression_label_is_refused(tmp_path, label):
     row = "0\tmain\tf\t2012\t0\ts\ts\ta cat\ta dog\t{}"
     (folder / "train.tsv").write_text("\n".join([head, row.format("2.5"), row.format(label)]))
     (folder / "dev.tsv").write_text("\n".join([head, row.format("1.0")]))
-    with pytest.raises(DataError) as info:
+    with pytest.raises(InputError) as info:
         load_task("stsb", tmp_path / "glue")
     message = str(info.value)
     assert "train.tsv line 3" in message and repr(label) in message and "\n" not in message
 
 
 def test_non_finite_loss_stops_the_run_keeping_what_was_written(tiny, tmp_path):
-    from loladeft.training.engine import NonFiniteError
+    from loladeft.exceptions import RunError
 
     out = tmp_path / "run"
 
@@ -412,7 +415,7 @@ def test_non_finite_loss_stops_the_run_keeping_what_was_written(tiny, tmp_path):
                 trainer.blocks[0][0].fill_(math.nan)
 
     cfg = _cfg(tiny, rounds=4, checkpoint_every=1)
-    with pytest.raises(NonFiniteError) as info:
+    with pytest.raises(RunError) as info:
         train(cfg, out, on_round=poison)
     message = str(info.value)
     assert message.startswith("train: round 3: non-finite") and "\n" not in message, message
@@ -422,18 +425,19 @@ def test_non_finite_loss_stops_the_run_keeping_what_was_written(tiny, tmp_path):
 
 
 def test_non_finite_gradient_stops_a_centralized_run(tiny, tmp_path):
-    from loladeft.training.engine import NonFiniteError
+    from loladeft.exceptions import RunError
 
     trainer = Trainer(_cfg(tiny, scheme="centralized")).setup()
     with torch.no_grad():
         trainer.head[0].fill_(math.inf)
-    with pytest.raises(NonFiniteError, match=r"^train: round 1: non-finite"):
+    with pytest.raises(RunError, match=r"^train: round 1: non-finite"):
         trainer.step()
     assert trainer.round == 0 and trainer.history == []
 
 
 def test_a_run_where_every_block_was_skipped_is_not_completed(tiny, tmp_path):
-    from loladeft.training.engine import RoundWork, TrainingError
+    from loladeft.exceptions import RunError
+    from loladeft.training.engine import RoundWork
 
     class Silent(Trainer):
         """Every scheduled device fails (a runtime whose nodes never deliver)."""
@@ -442,7 +446,7 @@ def test_a_run_where_every_block_was_skipped_is_not_completed(tiny, tmp_path):
             return RoundWork([None] * self.num_blocks, float(allocation.latency))
 
     out = tmp_path / "run"
-    with pytest.raises(TrainingError) as info:
+    with pytest.raises(RunError) as info:
         train(_cfg(tiny, rounds=3), out, make_trainer=lambda cfg, log: Silent(cfg, log))
     message = str(info.value)
     assert "none of the 3 rounds stepped" in message and "\n" not in message, message

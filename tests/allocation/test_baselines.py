@@ -17,10 +17,10 @@ from collections import Counter
 import numpy as np
 import pytest
 from scipy.stats import chisquare
-
-from loladeft.allocation.registry import solve
-from reference import brute_force_p1, feasible_maps
 from test_allocation_exact import HAND_P1
+
+from helpers.reference import brute_force_p1, feasible_maps
+from loladeft.allocation.registry import solve
 
 HEURISTICS = ("comp-aware", "comm-aware", "random")
 

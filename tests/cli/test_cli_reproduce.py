@@ -89,3 +89,21 @@ def test_unknown_task_is_one_line(tmp_path, config):
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("loladeft: tasks: unknown task 'glue9'"), lines
+
+
+def test_fewer_devices_target_writes_its_figure(tmp_path, monkeypatch):
+    """``reproduce fewer-devices`` runs the issue-13 experiment (here on 2 rounds) and writes
+    its CSV and figure; ``all`` (the paper's artifacts) does not include it."""
+    from loladeft.experiments import fewer_devices as fd
+    from loladeft.experiments.reproduce import plan
+
+    assert "fewer-devices" not in plan("all")
+    real = fd.fewer_devices
+    monkeypatch.setattr(fd, "fewer_devices", lambda **kw: real(rounds=2, devices=(8, 32), **kw))
+    out = tmp_path / "fd"
+    result = runner.invoke(app, ["reproduce", "fewer-devices", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = (out / "fewer_devices.csv").read_text().splitlines()
+    assert rows[0].split(",") == list(fd.CSV_COLUMNS)
+    assert {r.split(",")[0] for r in rows[1:]} == {"8", "32"}
+    assert (out / "fewer_devices.png").is_file()

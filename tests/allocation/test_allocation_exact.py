@@ -16,15 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_medium_instance
-from loladeft.allocation.registry import SCHEMES, solve
-from loladeft.exceptions import (
-    InvalidInstanceError,
-    UnknownSchemeError,
-    UnsupportedInstanceError,
-)
-from loladeft.system.instance import Instance
-from reference import (
+from helpers.instances import make_medium_instance
+from helpers.reference import (
     brute_force_p1,
     brute_force_p2,
     feasible_maps,
@@ -33,6 +26,13 @@ from reference import (
     p2_latencies,
     p2_latency_of,
 )
+from loladeft.allocation.registry import SCHEMES, solve
+from loladeft.exceptions import (
+    InvalidInstanceError,
+    UnknownSchemeError,
+    UnsupportedInstanceError,
+)
+from loladeft.system.instance import Instance
 
 P1_EXACT = ("ba", "milp", "ba-hungarian")
 P1_RTOL = 1e-12  # same formula as the reference; only rounding differs
@@ -348,7 +348,7 @@ def test_single_block_picks_best_memory_feasible_device():
         assert result.assignment.tolist() == [2], scheme
 
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.json"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.json"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])

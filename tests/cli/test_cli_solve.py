@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from helpers.reference import brute_force_p1, brute_force_p2
 from loladeft.allocation.registry import SCHEMES, solve
 from loladeft.cli.app import app
-from reference import brute_force_p1, brute_force_p2
 
 KEYS = {
     "scheme",

@@ -21,6 +21,8 @@ from loladeft.runtime.flwr_cli import node_config_arg
 from loladeft.runtime.pki import make_certificates, make_node_keys
 from loladeft.runtime.processes import pids_with_env
 
+pytestmark = [pytest.mark.flower, pytest.mark.slow]
+
 PYPROJECT = """\
 [build-system]
 requires = ["hatchling"]

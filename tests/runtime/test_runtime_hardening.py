@@ -29,12 +29,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from flower_fakes import FakeGrid  # noqa: E402
+from helpers.flower_fakes import FakeGrid  # noqa: E402
+from helpers.tiny import tiny_config  # noqa: E402
 from loladeft.runtime import flower_patches, protocol  # noqa: E402
 from loladeft.runtime.server import FlowerTrainer  # noqa: E402
-from tiny import tiny_config  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.flower]
 
 K = 5
 NAN, INF = math.nan, math.inf
@@ -48,8 +48,9 @@ def _cfg(tiny, **kw):
 
 def _flower(cfg, grid):
     logs: list[str] = []
-    fast = {"round_timeout": 0.3, "query_timeout": 0.3, "node_wait": 1}
-    cfg = cfg.updated({f"runtime.{k}": v for k, v in fast.items()})
+    cfg = cfg.updated(
+        {"runtime.round_timeout": 0.3, "runtime.query_timeout": 0.3, "runtime.node_wait": 1}
+    )
     return FlowerTrainer(cfg, grid, log=logs.append).setup(), logs
 
 
@@ -343,7 +344,7 @@ def test_flower_local_is_secure_by_default(tiny, tmp_path, monkeypatch):
     calls: list[dict] = []
 
     def run_local(cfg, out, **kw):
-        calls.append(cfg.runtime)
+        calls.append({"tls": not cfg.runtime.insecure, "auth": not cfg.runtime.insecure})
         return SimpleNamespace(run_id=1, status="finished:completed", seconds=0.0)
 
     monkeypatch.setattr(cli_flower, "run_local", run_local)
@@ -353,7 +354,7 @@ def test_flower_local_is_secure_by_default(tiny, tmp_path, monkeypatch):
         out = ["--out", str(tmp_path / f"out-{secure}")]
         result = CliRunner().invoke(app, [*argv, *out, *extra])
         assert result.exit_code == 0, result.output
-        assert calls[-1].insecure is not secure  # deploy: tls = auth = not insecure
+        assert calls[-1]["tls"] is secure and calls[-1]["auth"] is secure
 
 
 # -- 7. fuzz ---------------------------------------------------------------------------------

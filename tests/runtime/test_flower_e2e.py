@@ -23,11 +23,11 @@ pytest.importorskip("peft")
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
+from helpers.tiny import tiny_config  # noqa: E402
 from loladeft.training.checkpoint import load_weights  # noqa: E402
 from loladeft.training.run import read_metrics, train  # noqa: E402
-from tiny import tiny_config  # noqa: E402
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.flower, pytest.mark.slow]
 
 K = 3  # = L of the tiny model
 

@@ -164,13 +164,27 @@ def test_run_simulation_writes_csv_and_manifest(tmp_path):
     for name, x in columns.items():
         with (out / f"{name}.csv").open(newline="") as fh:
             rows = list(csv.reader(fh))
-        assert rows[0] == [x, "scheme", "mean_latency_s", "ci95_s", "rounds", "infeasible_rounds"]
+        # the original columns, in order, then the robust statistics (issue 11)
+        assert rows[0] == [
+            x,
+            "scheme",
+            "mean_latency_s",
+            "ci95_s",
+            "rounds",
+            "infeasible_rounds",
+            "median_latency_s",
+            "q25_latency_s",
+            "q75_latency_s",
+            "heavy_tail",
+        ]
         assert len(rows) == 1 + 2 * len(SCHEMES)
         for row in rows[1:]:
             float(row[0])
             assert row[1] in SCHEMES
             assert float(row[2]) > 0 and float(row[3]) >= 0
             assert int(row[4]) == 12 and 0 <= int(row[5]) < 12
+            assert float(row[7]) <= float(row[6]) <= float(row[8])
+            assert row[9] in ("true", "false")
         assert (out / f"{name}.png").stat().st_size > 0
         assert (out / f"{name}.pdf").stat().st_size > 0
     text = (out / "manifest.json").read_text()
@@ -196,6 +210,11 @@ def test_run_simulation_writes_csv_and_manifest(tmp_path):
         row = next(r for r in csv.DictReader(fh) if r["snr_db"] == "10.0" and r["scheme"] == "ba")
     ba = SCHEMES.index("ba")
     assert float(row["mean_latency_s"]) == pytest.approx(np.nanmean(pt.latency[ba]), rel=1e-12)
+    q25, q50, q75 = np.nanquantile(pt.latency[ba], (0.25, 0.5, 0.75))
+    assert float(row["median_latency_s"]) == pytest.approx(q50, rel=1e-12)
+    assert float(row["q25_latency_s"]) == pytest.approx(q25, rel=1e-12)
+    assert float(row["q75_latency_s"]) == pytest.approx(q75, rel=1e-12)
+    assert row["heavy_tail"] == "false"  # 12 rounds: too few for a tail estimate
     summary = [r for r in report.summary if r.experiment == "fig5"]
     assert {r.scheme for r in summary} == set(SCHEMES)
     comm = next(r for r in summary if r.scheme == "comm-aware")
@@ -240,7 +259,7 @@ def test_default_config_is_the_papers_setting():
 def test_paper_config_file_is_the_default():
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "paper.toml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "paper.toml"
     assert load_config(path) == Config()
     text = path.read_text()
     for table in ("[scenario]", "[sweeps]"):  # the file shows every table of the sweep

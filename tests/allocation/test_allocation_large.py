@@ -8,10 +8,10 @@ import math
 
 import numpy as np
 import pytest
+from test_allocation_regressions import p2_optimum_by_bisection
 
 from loladeft import Instance, solve
 from loladeft.allocation.matching import SAMPLE_ROWS
-from test_allocation_regressions import p2_optimum_by_bisection
 
 K = 2 * SAMPLE_ROWS + 1234
 

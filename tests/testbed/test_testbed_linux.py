@@ -49,7 +49,7 @@ pytestmark = [
     pytest.mark.skipif(_REASON is not None, reason=f"testbed unavailable: {_REASON}"),
 ]
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC}
 
 

@@ -16,10 +16,11 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
+from helpers.tiny import tiny_config  # noqa: E402
+from loladeft.exceptions import InputError  # noqa: E402
 from loladeft.training import checkpoint  # noqa: E402
-from loladeft.training.engine import ResumeError, Trainer  # noqa: E402
-from loladeft.training.run import OutputError, train  # noqa: E402
-from tiny import tiny_config  # noqa: E402
+from loladeft.training.engine import Trainer  # noqa: E402
+from loladeft.training.run import train  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -200,7 +201,7 @@ def test_tampered_checkpoint_is_refused_in_one_line(tiny, run, tmp_path, case):
     tamper, words = CASES[case]
     tamper(folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    with pytest.raises(ResumeError) as info:
+    with pytest.raises(InputError) as info:
         train(_cfg(tiny, rounds=3), folder, resume=True)
     message = str(info.value)
     assert message.startswith("resume: ") and "\n" not in message, message
@@ -241,13 +242,13 @@ def test_old_pickle_checkpoint_is_refused_never_loaded(tiny, run, tmp_path):
     shutil.copy(run / "metrics.csv", folder / "metrics.csv")
     marker = tmp_path / "marker"
     torch.save({"weights": _Boom(marker)}, folder / "checkpoint.pt")
-    with pytest.raises(OutputError, match=r"old pickle checkpoint.*rerun without --resume"):
+    with pytest.raises(InputError, match=r"old pickle checkpoint.*rerun without --resume"):
         train(_cfg(tiny), folder, resume=True)
     # even under the new name, a pickle (zip archive or bare) is refused by its magic bytes
     trainer = Trainer(_cfg(tiny)).setup()
     for payload in ((folder / "checkpoint.pt").read_bytes(), pickle.dumps(_Boom(marker))):
         (folder / "checkpoint.json").write_bytes(payload)
-        with pytest.raises(ResumeError, match="old pickle checkpoint"):
+        with pytest.raises(InputError, match="old pickle checkpoint"):
             trainer.load(folder / "checkpoint.json")
     assert not marker.exists()
 
@@ -318,7 +319,7 @@ def test_output_folder_problems_are_one_line_before_any_work(tiny, run, tmp_path
     def no_setup(*args, **kwargs):
         raise AssertionError("the run started before its output folder was checked")
 
-    with pytest.raises(OutputError) as info:  # the files are another run's (lr)
+    with pytest.raises(InputError) as info:  # the files are another run's (lr)
         train(_cfg(tiny, lr=1e-3), out, resume=resume, make_trainer=no_setup)
     assert words in str(info.value) and "\n" not in str(info.value)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
@@ -335,7 +336,7 @@ def test_resume_restarts_the_same_run_killed_before_its_first_checkpoint(tiny, t
     with pytest.raises(_Kill):
         train(cfg, tmp_path / "run", on_round=kill)  # killed after round 1, no checkpoint
     assert not (tmp_path / "run" / "checkpoint.json").exists()
-    with pytest.raises(OutputError, match=r"no checkpoint\.json"):  # another run's settings
+    with pytest.raises(InputError, match=r"no checkpoint\.json"):  # another run's settings
         train(_cfg(tiny, checkpoint_every=2, lr=1e-3), tmp_path / "run", resume=True)
     trainer = train(cfg, tmp_path / "run", resume=True)  # the same run starts over
     assert trainer.round == 2
