@@ -71,10 +71,10 @@ TrainScheme = Literal[(*SCHEMES, CENTRALIZED)]  # type: ignore[valid-type]
 Experiment = Literal["fig5", "fig6", "fig8"]
 Precision = Literal["auto", "fp32", "bf16"]
 SnrConvention = Literal["transmit", "received"]
-DeviceModel = Literal["scenario", "measured"]
 SplitRule = Literal["active", "all"]
 Upload = Literal["block", "block+head"]
 Statistic = Literal["median", "mean"]
+DeviceModel = Literal["scenario", "measured"]
 ReferenceName = Literal[tuple(REFERENCE_DEVICES)]  # type: ignore[valid-type]
 
 
@@ -135,15 +135,6 @@ class ScenarioSettings(_Table):
     fixed_compute: Bool = Field(
         False, description="Draw f_k once per point instead of every round."
     )
-    device_model: DeviceModel = Field(
-        "scenario",
-        description="Where a Flower run's instance comes from: scenario (f_k and memory drawn, "
-        "J from the FLOP profile) or measured (J and memory self-profiled by each node, "
-        "uplink rates estimated from its transfers).",
-    )
-    profile_repeats: Int = Field(
-        3, ge=1, le=50, description="Timed repeats per depth of a node's self-profile (median)."
-    )
     # Fewer devices than blocks (issue 13, not in the paper; read by train and flower).
     layers_per_block: Int = Field(
         1,
@@ -184,6 +175,15 @@ class ScenarioSettings(_Table):
         "block",
         description="Training clock's S: what a scheduled device uploads, its LoRA block "
         "(the paper's S) or block+head (its head gradient too).",
+    )
+    device_model: DeviceModel = Field(
+        "scenario",
+        description="Where a Flower run's instance comes from: scenario (f_k and memory drawn, "
+        "J from the FLOP profile) or measured (J and memory self-profiled by each node, "
+        "uplink rates estimated from its transfers).",
+    )
+    profile_repeats: Int = Field(
+        3, ge=1, le=50, description="Timed repeats per depth of a node's self-profile (median)."
     )
 
     _compute = field_validator("compute_factor")(_pair(0.0, open_low=True))

@@ -99,8 +99,8 @@ app.command("simulate")(simulate.simulate)
 app.command("profile")(profile.profile)
 app.command("train")(train.train)
 app.command("reproduce")(reproduce.reproduce)
-app.command("testbed")(testbed.testbed)
 app.command("calibrate")(calibrate.calibrate)
+app.command("testbed")(testbed.testbed)
 app.add_typer(flower.app, name="flower")
 
 

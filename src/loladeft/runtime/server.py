@@ -586,9 +586,10 @@ class FlowerTrainer(Trainer):
         self.edge.set_rates(share * self._channel)
 
     def _account(self, instance: Any, job: _Job, reply: Any, elapsed: float) -> None:
-        """One scheduled block's row of the round's wall clock; an accepted reply also
-        gives its node's link a reading."""
-        k, d = job.device, job.depth_indices[-1]  # the deepest carried block sets J
+        """One scheduled device's row of the round's wall clock (``depth``: its deepest
+        block; eq. (7') with several); an accepted reply also gives its node's link a
+        reading."""
+        k, d = job.device, job.depth_indices[-1]
         row: dict[str, Any] = {
             "depth": d + 1,
             "device": k,
