@@ -513,3 +513,31 @@ def test_fuzz_train_replies_never_stop_the_server(fuzz_server, depth, change):
         for line in logs
     )
     assert rec.feasible and math.isfinite(rec.train_loss)
+
+
+def test_warm_executor_survives_a_rejected_heartbeat(monkeypatch):
+    """Flower's task heartbeat raises SIGINT in its process when the SuperNode rejects it
+    (a late heartbeat whose task token is already retired): that killed the warm executor,
+    and its node for the rest of the run. loladeft's heartbeat ignores it."""
+    import signal
+    from types import SimpleNamespace
+
+    raised: list[int] = []
+    monkeypatch.setattr(signal, "raise_signal", raised.append)
+
+    class Rejecting:
+        def SendTaskHeartbeat(self, _req):
+            return SimpleNamespace(success=False)
+
+    class Failing:
+        def SendTaskHeartbeat(self, _req):
+            raise RuntimeError("Runtime task-token authentication failed")
+
+    from flwr.supercore.heartbeat import make_task_heartbeat_fn_http
+
+    make_task_heartbeat_fn_http(Rejecting())()  # Flower's own: the process gets SIGINT
+    assert raised == [signal.SIGINT]
+    raised.clear()
+    for client in (Rejecting(), Failing()):
+        assert flower_patches._task_heartbeat(client)() is True
+    assert raised == []

@@ -194,11 +194,38 @@ def _client(address: str, insecure: bool, certificates: bytes | None, *intercept
     )
 
 
+def _task_heartbeat(client: Any) -> Any:
+    """The task heartbeat of the warm executor.
+
+    Flower's own (``make_task_heartbeat_fn_http``) raises SIGINT in the process when the
+    SuperNode rejects a heartbeat: right for ``flwr-clientapp``'s process per task, fatal
+    for one process serving every task. A heartbeat that races the end of its task (its
+    token already retired) was seen to kill the executor, and the node with it, for the rest
+    of the run. Here a rejected or failed heartbeat is ignored: the server's round timeout
+    bounds a task that really was cancelled.
+    """
+    from flwr.proto.runtime_pb2 import SendTaskHeartbeatRequest
+
+    req = SendTaskHeartbeatRequest()
+
+    def beat() -> bool:
+        try:
+            client.SendTaskHeartbeat(req)
+        except Exception:
+            pass
+        return True
+
+    return beat
+
+
 def run_task(address: str, token: str, insecure: bool, certificates: bytes | None) -> None:
-    """Execute one ClientApp task in this process (``flwr-clientapp``'s steps, no exit)."""
+    """Execute one ClientApp task in this process (``flwr-clientapp``'s steps, no exit).
+
+    The heartbeat stops before the task's output is pushed, which retires its token, so no
+    heartbeat is ever sent with a retired token (:func:`_task_heartbeat`)."""
     from flwr.app import Error, Message
     from flwr.common.constant import ErrorCode, SubStatus
-    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.heartbeat import HeartbeatSender
     from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor
     from flwr.supernode.runtime.run_clientapp import (
         pull_task_input,
@@ -209,7 +236,7 @@ def run_task(address: str, token: str, insecure: bool, certificates: bytes | Non
     from loladeft.runtime.app import client_app
 
     client = _client(address, insecure, certificates, RuntimeTokenHttpInterceptor(token))
-    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat = HeartbeatSender(_task_heartbeat(client))
     heartbeat.start()
     context = None
     status, details = SubStatus.FAILED, "ClientApp task failed"
@@ -227,8 +254,8 @@ def run_task(address: str, token: str, insecure: bool, certificates: bytes | Non
             details = reason
         push_message(client, reply, context)
     finally:
-        push_task_output(client, context, status, details)
         heartbeat.stop()
+        push_task_output(client, context, status, details)
         client.close()
 
 
