@@ -69,8 +69,9 @@ def test_virtual_runtime_reproduces_the_in_process_engine(tiny, reference, tmp_p
         torch.testing.assert_close(w, ref_weights[name], rtol=1e-5, atol=1e-7)
     manifest = json.loads((tmp_path / "sim" / "manifest.json").read_text())
     assert manifest["finished"] and manifest["runtime"]["engine"] == "flower-virtual"
-    # a warm-up query per node, then per round: K queries and L = K trains
-    assert manifest["runtime"]["messages"] == K + 2 * (K + K)
+    # a warm-up query per node and two join queries (messaging latency, state), then per
+    # round: K queries and L = K trains
+    assert manifest["runtime"]["messages"] == 3 * K + 2 * (K + K)
 
 
 # ---------------------------------------------------------------- deployment runtime
