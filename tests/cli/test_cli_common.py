@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tomllib
 from importlib import metadata
+from pathlib import Path
 
 import click
 import pytest
@@ -175,3 +176,25 @@ def test_flower_local_is_secure_unless_insecure():
         assert res.exit_code == 0, res.output
         runtime = tomllib.loads(res.stdout)["runtime"]
         assert runtime["insecure"] is insecure and runtime["warm"] is ("--cold" not in extra)
+
+
+def test_a_missing_extra_is_one_line(tmp_path, monkeypatch):
+    """Without the ``train`` extra, a training command names the extra to install in one
+    line (exit 2) instead of a ModuleNotFoundError traceback."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from loladeft.cli.app import app
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ModuleNotFoundError
+    glue = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue"
+    if not glue.is_dir():
+        pytest.skip("needs ../shared/data/glue")
+    argv = ["train", "--task", "mrpc", "--out", str(tmp_path / "o"), "--data-dir", str(glue)]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines == [
+        "loladeft: torch is not installed: this command needs pip install 'loladeft[train]'"
+    ], lines

@@ -53,11 +53,31 @@ class _OneLineErrors(TyperGroup):
             code = EXIT_INTERRUPTED
         except KeyboardInterrupt:  # raised outside a command's invocation
             code = EXIT_INTERRUPTED
+        except ModuleNotFoundError as exc:  # an optional extra that is not installed
+            extra = _EXTRAS.get((exc.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            _line(
+                f"{exc.name} is not installed: this command needs pip install 'loladeft[{extra}]'"
+            )
+            code = EXIT_BAD_INPUT
         if code == EXIT_INTERRUPTED:
             _line("interrupted")
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+#: The optional extra that brings each lazily imported package.
+_EXTRAS = {
+    "torch": "train",
+    "transformers": "train",
+    "peft": "train",
+    "sklearn": "train",
+    "flwr": "train,flower",
+    "ray": "train,flower",
+    "datasets": "hub",
+}
 
 
 app = typer.Typer(
