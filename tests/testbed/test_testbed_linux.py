@@ -18,36 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from helpers.testbed import LINUX
 from loladeft.testbed import (
     DeviceSpec,
     LinkEstimator,
     Testbed,
-    TestbedError,
-    cgroups,
     cleanup,
     find_leftovers,
     receive_probe,
-    require_root,
     shaping,
 )
-from loladeft.testbed.netns import list_namespaces
 
-
-def _unavailable() -> str | None:
-    try:
-        require_root()
-        cgroups.check_support()
-        list_namespaces()
-    except TestbedError as exc:
-        return str(exc)
-    return None
-
-
-_REASON = _unavailable()
-pytestmark = [
-    pytest.mark.testbed,
-    pytest.mark.skipif(_REASON is not None, reason=f"testbed unavailable: {_REASON}"),
-]
+pytestmark = LINUX
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC}

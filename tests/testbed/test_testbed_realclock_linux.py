@@ -12,26 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from loladeft.testbed import TestbedError, cgroups, require_root, shaping
-from loladeft.testbed.netns import list_namespaces
+from helpers.testbed import LINUX
+from loladeft.testbed import shaping
 
-
-def _unavailable() -> str | None:
-    try:
-        require_root()
-        cgroups.check_support()
-        list_namespaces()
-    except TestbedError as exc:
-        return str(exc)
-    return None
-
-
-_REASON = _unavailable()
-pytestmark = [
-    pytest.mark.testbed,
-    pytest.mark.torch,
-    pytest.mark.skipif(_REASON is not None, reason=f"testbed unavailable: {_REASON}"),
-]
+pytestmark = [*LINUX, pytest.mark.torch]
 
 
 def _objects(run_id: str) -> list[str]:
