@@ -30,7 +30,7 @@ def make_tiny(root: Path) -> dict[str, str]:
     import torch
     import transformers
 
-    from loladeft.profiling.profile import DepthCost, Profile
+    from loladeft.profiling.profile import Profile
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     tok = transformers.BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
@@ -50,16 +50,7 @@ def make_tiny(root: Path) -> dict[str, str]:
     tok.save_pretrained(root / "model")
     _write_sst2(root / "glue" / "SST-2", 400, 1)
     _write_sst2(root / "glue" / "SST-2", 100, 2)
-    depths = tuple(
-        DepthCost(
-            depth=l,
-            flops=1e9 * (1 + 0.3 * l),
-            activation_bytes=1e6 * l,
-            weight_bytes=1e6,
-            block_param_bytes=1e4,
-        )
-        for l in range(1, NUM_LAYERS + 1)
-    )
+    depths = profile_depths(NUM_LAYERS)
     Profile(
         model="tiny",
         dtype="fp32",
@@ -109,3 +100,20 @@ def tiny_config(tiny: dict[str, str], **kw: Any) -> Any:
         table = next(t for t in tables if name in Config.model_fields[t].annotation.model_fields)
         keys[f"{table}.{name}"] = value
     return load_config(None, keys)
+
+
+def profile_depths(num_layers: int) -> tuple[Any, ...]:
+    """The tiny profile's per-depth costs for ``num_layers`` layers (FLOPs and activations
+    growing with depth, as in a real profile)."""
+    from loladeft.profiling.profile import DepthCost
+
+    return tuple(
+        DepthCost(
+            depth=l,
+            flops=1e9 * (1 + 0.3 * l),
+            activation_bytes=1e6 * l,
+            weight_bytes=1e6,
+            block_param_bytes=1e4,
+        )
+        for l in range(1, num_layers + 1)
+    )

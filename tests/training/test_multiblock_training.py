@@ -193,7 +193,10 @@ FOUR = 4
 @pytest.fixture(scope="module")
 def tiny4(tiny, tmp_path_factory):
     """The tiny model with 4 layers (so that 2 layers per block divide them) and its profile."""
-    from loladeft.profiling.profile import DepthCost, load_profile
+    from dataclasses import replace
+
+    from helpers.tiny import profile_depths
+    from loladeft.profiling.profile import load_profile
 
     root = tmp_path_factory.mktemp("tiny4")
     config = transformers.BertConfig.from_pretrained(tiny["model"])
@@ -202,19 +205,7 @@ def tiny4(tiny, tmp_path_factory):
     transformers.BertForSequenceClassification(config).save_pretrained(root / "model")
     transformers.BertTokenizer.from_pretrained(tiny["model"]).save_pretrained(root / "model")
     base = load_profile(tiny["profile"])
-    depths = tuple(
-        DepthCost(
-            depth=l,
-            flops=1e9 * (1 + 0.3 * l),
-            activation_bytes=1e6 * l,
-            weight_bytes=1e6,
-            block_param_bytes=1e4,
-        )
-        for l in range(1, FOUR + 1)
-    )
-    from dataclasses import replace
-
-    replace(base, model="tiny4", depths=depths).to_json(root / "profile.json")
+    replace(base, model="tiny4", depths=profile_depths(FOUR)).to_json(root / "profile.json")
     return {**tiny, "model": str(root / "model"), "profile": str(root / "profile.json")}
 
 
