@@ -94,10 +94,11 @@ def _monotone_assignment(instance: Instance) -> NDArray[np.intp] | None:
     chunk = np.empty((CHUNK_ROWS, L))  # reused by the scan: no fresh pages per chunk
 
     def latency_rows(rows: NDArray[np.intp] | slice) -> FloatArray:
-        # Rows of instance.latency_matrix(), bit for bit.
-        if isinstance(rows, slice) and rows.stop - rows.start <= CHUNK_ROWS:
-            return np.add(J[rows], comm[rows, None], out=chunk[: rows.stop - rows.start])
-        return J[rows] + comm[rows, None]
+        # Rows of instance.latency_matrix(), bit for bit (an overflow is inf there too).
+        with np.errstate(over="ignore"):
+            if isinstance(rows, slice) and rows.stop - rows.start <= CHUNK_ROWS:
+                return np.add(J[rows], comm[rows, None], out=chunk[: rows.stop - rows.start])
+            return J[rows] + comm[rows, None]
 
     def fits(k: NDArray[np.intp], l: NDArray[np.intp]) -> NDArray[np.bool_]:
         return l < holds[k]  # C3

@@ -377,7 +377,8 @@ class Instance:
         so an allocation's latency equals one entry of this matrix bit for bit.
         """
         comm = upload_latency(self.block_bits, self.equal_bandwidth(), self.spectral_efficiency)
-        return self.J + comm[:, None]
+        with np.errstate(over="ignore"):  # beyond the largest double: inf, never finishes
+            return self.J + comm[:, None]
 
     def device_latency(self, assignment: ArrayLike, bandwidth: ArrayLike) -> NDArray[np.float64]:
         """Per-device latency (eq. 7) of an allocation on this instance; with
